@@ -1,0 +1,106 @@
+"""The backend axis: how an ODE is integrated and differentiated, behind one call signature."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from suite.precision import Precision, get_precision
+from suite.registry import Registry
+
+__all__ = ["Capabilities", "AbstractBackend", "AbstractSolver", "BACKENDS", "get_backend"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can run; checked before a cell costs any compute."""
+
+    methods: frozenset[str]
+    precisions: frozenset[str]
+    scalings: frozenset[str]
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    tuple_states: bool = True
+    gradient: str = "discretize-then-optimize"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class AbstractSolver(abc.ABC):
+    """A backend bound to one cell's method, precision and scaling."""
+
+    def __init__(self, method: str, precision: str | Precision, scaling: str) -> None:
+        self.method = method
+        self.precision = get_precision(precision)
+        self.scaling = scaling
+        self.last_stats: dict | None = None
+
+    @abc.abstractmethod
+    def odeint(
+        self,
+        func: Callable,
+        y0: torch.Tensor | tuple[torch.Tensor, ...],
+        t: torch.Tensor,
+        params: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Integrate on the grid t; return the trajectory stacked over t (torchdiffeq's convention)."""
+
+    def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
+        """The autocast region a training loop should put *around the solve and the loss*.
+
+        Backends that implement low precision through autocast return it here; the engine returns a
+        disabled region because its precision policy is explicit.
+        """
+        return contextlib.nullcontext()
+
+    def grad_scaler(self, device: torch.device | str) -> torch.amp.GradScaler:
+        """torch's GradScaler, enabled only for scaling="grad" (a disabled one is a pass-through)."""
+        kind = torch.device(device).type
+        return torch.amp.GradScaler(kind, enabled=self.scaling == "grad")
+
+
+class AbstractBackend(abc.ABC):
+    name: str = ""
+    caps: Capabilities
+    summary: str = ""
+
+    def missing_dependency(self) -> str | None:
+        """None when importable; otherwise the reason its cells are unsupported."""
+        return None
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def unsupported_reason(
+        self, *, method: str, precision: str, scaling: str, device: str, tuple_state: bool = False
+    ) -> str | None:
+        """Why this backend cannot run the combination, or None. Costs no compute."""
+        missing = self.missing_dependency()
+        if missing:
+            return missing
+        caps = self.caps
+        checks = (
+            (method, caps.methods, "method"),
+            (precision, caps.precisions, "precision"),
+            (scaling, caps.scalings, "scaling"),
+            (device, caps.devices, "device"),
+        )
+        for value, allowed, axis in checks:
+            if value not in allowed:
+                return f"{self.name} does not support {axis} {value!r} (supports: {', '.join(sorted(allowed))})"
+        if tuple_state and not caps.tuple_states:
+            return f"{self.name} does not support tuple states"
+        return None
+
+    @abc.abstractmethod
+    def solver(self, method: str, precision: str, scaling: str) -> AbstractSolver:
+        """A solver bound to one cell's method, precision and scaling."""
+
+
+BACKENDS: Registry[AbstractBackend] = Registry("backend")
+
+
+def get_backend(name: str) -> AbstractBackend:
+    return BACKENDS.get(name)

@@ -1,0 +1,43 @@
+"""Backend `engine`: ctbench's own mixed-precision solver (suite.engine)."""
+
+from __future__ import annotations
+
+import torch
+
+from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
+from suite.engine import ENGINE_SCALINGS, METHODS, SolveStats, odeint
+from suite.precision import PRECISIONS
+
+
+class EngineSolver(AbstractSolver):
+    def odeint(self, func, y0, t, params=None):
+        stats = SolveStats()
+        self.last_stats = stats
+        return odeint(
+            func, y0, t, method=self.method, precision=self.precision, scaling=self.scaling,
+            params=params, stats=stats,
+        )
+
+    def autocast(self, device):
+        # The engine's policy is explicit; make sure an outer region cannot change the loss either.
+        return torch.autocast(torch.device(device).type, enabled=False)
+
+
+@BACKENDS.register_instance("engine")
+class EngineBackend(AbstractBackend):
+    name = "engine"
+    summary = "ctbench mixed-precision engine: f low, state high, 16-bit trajectory, discrete adjoint"
+    caps = Capabilities(
+        methods=frozenset(METHODS.names()),
+        precisions=frozenset(PRECISIONS.names()),
+        scalings=frozenset(ENGINE_SCALINGS),
+        gradient="discretize-then-optimize (discrete adjoint, recomputed per step)",
+    )
+
+    def versions(self) -> dict[str, str]:
+        import suite
+
+        return {"ctbench-engine": suite.__version__}
+
+    def solver(self, method, precision, scaling):
+        return EngineSolver(method, precision, scaling)

@@ -1,0 +1,8 @@
+"""ctbench's mixed-precision fixed-grid ODE engine (network low, state high, trajectory 16-bit)."""
+
+from suite.engine._odeint import ENGINE_SCALINGS, odeint
+from suite.engine._scaler import ScalerExhausted
+from suite.engine._stats import SolveStats
+from suite.engine._tableau import METHODS, ButcherTableau, get_method
+
+__all__ = ["odeint", "SolveStats", "ScalerExhausted", "ButcherTableau", "METHODS", "get_method", "ENGINE_SCALINGS"]

@@ -1,0 +1,57 @@
+"""Records → a flat pandas DataFrame (one row per cell, one column per metric)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from suite.records import FAILED_STATUSES
+
+__all__ = ["records_frame", "cell_text", "AXIS_COLUMNS"]
+
+AXIS_COLUMNS = ["task", "variant", "backend", "method", "steps", "precision", "scaling", "seed", "profile", "device"]
+
+
+def _number(value) -> float:
+    if isinstance(value, str):  # inf/nan are stored as strings to keep the file standard JSON
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return float(value) if value is not None else math.nan
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        row = {k: r[k] for k in AXIS_COLUMNS}
+        row.update({"status": r["status"], "reason": r["reason"], "run_id": r["run_id"], "cell_id": r["cell_id"]})
+        row.update({f"metric:{k}": _number(v) for k, v in r["metrics"].items()})
+        row.update({f"timing:{k}": _number(v) for k, v in r["timing"].items()})
+        peak = r["memory"].get("peak_bytes") if isinstance(r["memory"], dict) else None
+        row["peak_mem_gib"] = _number(peak) / 2**30 if peak is not None else math.nan
+        row["memory_what"] = r["memory"].get("what", "") if isinstance(r["memory"], dict) else ""
+        stats = r.get("stats") or {}
+        for key in ("n_retries", "scale_min", "scale_max", "n_host_syncs_backward"):
+            if key in stats:
+                row[f"stats:{key}"] = _number(stats[key])
+        row["device_name"] = (r.get("env") or {}).get("device_name", "")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        # A later record of the same cell (a resumed rerun) replaces the earlier one.
+        frame = frame.drop_duplicates(subset=["cell_id"], keep="last").reset_index(drop=True)
+    return frame
+
+
+def cell_text(row: pd.Series, column: str, fmt: str = "{:.1e}") -> str:
+    """A metric as the paper prints it, or 'fails (status)' for a failed cell."""
+    if row["status"] in FAILED_STATUSES:
+        return f"fails ({row['status']})"
+    if row["status"] == "unsupported":
+        return "unsupported"
+    value = row.get(column, math.nan)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value)

@@ -1,0 +1,59 @@
+"""Per-task figures, saved next to the tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from suite.registry import Registry
+
+__all__ = ["PLOTS"]
+
+Plot = Callable[[pd.DataFrame, Path], list[Path]]
+PLOTS: Registry[Plot] = Registry("report plot")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@PLOTS.register("stiff-rk4")
+def stiff_plot(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Relative errors per configuration on a log axis; failed cells drawn as labelled gaps."""
+    import seaborn as sns
+
+    plt = _pyplot()
+    labels = {"metric:rel_err_y_T": "y(T)", "metric:rel_err_grad_y0": "∂y0", "metric:rel_err_grad_theta1": "∂θ1"}
+    paths = []
+    for variant, sub in frame.groupby("variant", sort=False):
+        sub = sub[sub["status"] != "unsupported"].copy()
+        if sub.empty:
+            continue
+        sub["config"] = sub["precision"] + " " + sub["scaling"] + "\n" + sub["backend"].str.replace("-", "-\n")
+        long = sub.melt(id_vars=["config", "status"], value_vars=[c for c in labels if c in sub],
+                        var_name="quantity", value_name="relative error")
+        long["quantity"] = long["quantity"].map(labels)
+        long.loc[long["status"] != "ok", "relative error"] = float("nan")
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * sub["config"].nunique()), 4.2))
+        sns.barplot(data=long, x="config", y="relative error", hue="quantity", ax=ax)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        for k, (_, row) in enumerate(sub.drop_duplicates("config").iterrows()):
+            if row["status"] != "ok":
+                ax.text(k, 1.0, f"fails\n({row['status']})", ha="center", va="bottom", fontsize=7, color="crimson")
+        ax.set_xlabel("")
+        ax.set_title(f"stiff-rk4 ({variant}): relative error vs float64 closed form")
+        ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        path = out_dir / f"stiff-rk4-{variant}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,24 @@
+"""The scaling axis: how a low-precision backward pass is kept inside the representable range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from suite.registry import Registry
+
+__all__ = ["Scaling", "SCALINGS"]
+
+
+@dataclass(frozen=True)
+class Scaling:
+    name: str
+    description: str
+
+
+SCALINGS: Registry[Scaling] = Registry("scaling")
+for _s in (
+    Scaling("none", "no scaling: the backward runs in the compute dtype as it is"),
+    Scaling("grad", "torch.amp.GradScaler: one global loss scale, halved on overflow, grown after clean steps"),
+    Scaling("dynamic", "the engine's per-step adjoint scaling: power-of-two scale per step, retry on overflow"),
+):
+    SCALINGS.add(_s.name, _s)

@@ -1,0 +1,326 @@
+"""Task specs: load a TOML file, validate it before anything runs, expand its matrix into cells.
+
+A spec names a task and its parameters, named variants (science), the solver (method, steps), the
+matrix axes (variant × backend × precision × scaling × seed, with exclusions) and named profiles
+(scale only). Every error names the file, the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from suite.backends import BACKENDS
+from suite.engine import METHODS
+from suite.precision import PRECISIONS
+from suite.scaling import SCALINGS
+from suite.tasks import TASKS, TaskParams, scale_fields
+
+__all__ = ["SpecError", "TaskSpec", "Cell", "load_spec", "spec_files", "SPEC_DIR", "expand", "REQUIRED_PROFILES"]
+
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+REQUIRED_PROFILES = ("smoke", "paper")
+AXES = ("variant", "backend", "precision", "scaling", "seed")
+
+
+class SpecError(ValueError):
+    """One or more problems in a spec file, each with its key path."""
+
+    def __init__(self, path: Path | str, problems: list[tuple[str, str]]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{self.path}: {loc or '<top level>'}: {msg}" for loc, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_names(values: list[str], registry, axis: str) -> list[str]:
+    for v in values:
+        if v not in registry:
+            raise ValueError(f"unknown {axis} {v!r}; allowed: {', '.join(sorted(registry.names()))}")
+    return values
+
+
+class SolverSpec(_Strict):
+    method: str
+    steps: int = Field(gt=0)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return _check_names([v], METHODS, "method")[0]
+
+
+class MatrixSpec(_Strict):
+    variant: list[str] = Field(min_length=1)
+    backend: list[str] = Field(min_length=1)
+    precision: list[str] = Field(min_length=1)
+    scaling: list[str] = Field(min_length=1)
+    seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(default_factory=list)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v):
+        return _check_names(v, BACKENDS, "backend")
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v):
+        return _check_names(v, PRECISIONS, "precision")
+
+    @field_validator("scaling")
+    @classmethod
+    def _scaling(cls, v):
+        return _check_names(v, SCALINGS, "scaling")
+
+
+class ProfileSpec(_Strict):
+    description: str = ""
+    device: Literal["cpu", "cuda"] = "cpu"
+    timeout_s: float | None = Field(None, gt=0)
+    seed: list[int] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SpecFile(_Strict):
+    task: str
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    solver: SolverSpec
+    matrix: MatrixSpec
+    profiles: dict[str, ProfileSpec]
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        return _check_names([v], TASKS, "task")[0]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix: everything needed to run it and to name it."""
+
+    task: str
+    variant: str
+    backend: str
+    method: str
+    steps: int
+    precision: str
+    scaling: str
+    seed: int
+    profile: str
+    device: str
+    params: TaskParams = field(compare=False, hash=False)
+    spec_hash: str = ""
+    timeout_s: float | None = None
+
+    @property
+    def cell_id(self) -> str:
+        return "/".join(
+            [self.task, self.variant, self.backend, self.method, self.precision, self.scaling,
+             f"seed={self.seed}", self.profile]
+        )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    path: Path
+    raw: dict
+    file: SpecFile
+
+    @property
+    def task(self) -> str:
+        return self.file.task
+
+    def params_for(self, variant: str, profile: str) -> TaskParams:
+        task = TASKS.get(self.task)
+        merged = {**self.file.params, **self.file.variants[variant], **self.file.profiles[profile].params}
+        return task.Params(**merged)
+
+    def spec_hash(self, variant: str, profile: str) -> str:
+        """Hash of what determines a cell's numbers: the resolved params and the solver, not the matrix."""
+        payload = {
+            "task": self.task,
+            "params": self.params_for(variant, profile).model_dump(mode="json"),
+            "solver": self.file.solver.model_dump(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _loc(parts) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def _pydantic_problems(err: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None):
+    problems = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(model, tuple(e["loc"])[:-1]) if model is not None else None
+            allowed = ", ".join(owner.model_fields) if owner is not None else ""
+            msg = f"unknown key {str(e['loc'][-1])!r}" + (f"; allowed keys: {allowed}" if allowed else "")
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        problems.append((_loc(loc), msg))
+    return problems
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the key at `path` (to list its allowed keys)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return None
+        if part in fields:
+            annotation = fields[part].annotation
+            current = annotation
+            args = getattr(annotation, "__args__", ())
+            if args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+                current = args[-1]  # dict[str, Model] / list[Model]
+        else:  # a dict key (e.g. a profile name)
+            continue
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def load_spec(path: Path | str) -> TaskSpec:
+    """Read and fully validate one spec file; raise SpecError listing every problem found."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(path, [("", "file not found")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, [("", f"not valid TOML: {exc}")]) from None
+    try:
+        spec_file = SpecFile(**raw)
+    except ValidationError as exc:
+        raise SpecError(path, _pydantic_problems(exc, model=SpecFile)) from None
+    spec = TaskSpec(path=path, raw=raw, file=spec_file)
+    problems = _semantic_problems(spec)
+    if problems:
+        raise SpecError(path, problems)
+    return spec
+
+
+def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
+    """Checks that need the task's schema and the registries: params, variants, profiles, matrix."""
+    f = spec.file
+    task = TASKS.get(f.task)
+    problems: list[tuple[str, str]] = []
+    for name in REQUIRED_PROFILES:
+        if name not in f.profiles:
+            problems.append((f"profiles.{name}", f"required profile is missing (every spec needs {', '.join(REQUIRED_PROFILES)})"))
+    scale = scale_fields(task.Params)
+    for pname, profile in f.profiles.items():
+        for key in profile.params:
+            if key not in scale:
+                problems.append((
+                    f"profiles.{pname}.params.{key}",
+                    "a profile may change scale knobs only; "
+                    f"allowed: {', '.join(sorted(scale)) or '(none)'}; put science changes in [variants]",
+                ))
+    for vname in f.variants:
+        for pname in f.profiles:
+            try:
+                spec.params_for(vname, pname)
+            except ValidationError as exc:
+                for e in exc.errors():
+                    key = str(e["loc"][0]) if e["loc"] else ""
+                    where = _origin(f, vname, pname, key)
+                    if e["type"] == "extra_forbidden":
+                        msg = f"unknown parameter {key!r} for task {f.task}; allowed: {', '.join(task.Params.model_fields)}"
+                    else:
+                        msg = e["msg"]
+                    problems.append((_loc((where, *e["loc"])), msg))
+    for v in f.matrix.variant:
+        if v not in f.variants:
+            problems.append(("matrix.variant", f"unknown variant {v!r}; defined: {', '.join(f.variants)}"))
+    axis_values = {
+        "variant": list(f.variants), "backend": BACKENDS.names(), "precision": PRECISIONS.names(),
+        "scaling": SCALINGS.names(),
+    }
+    for k, rule in enumerate(f.matrix.exclude):
+        if not rule:
+            problems.append((f"matrix.exclude.{k}", "an empty exclusion would remove every cell"))
+        for axis, value in rule.items():
+            if axis not in AXES:
+                problems.append((f"matrix.exclude.{k}.{axis}", f"unknown axis; allowed: {', '.join(AXES)}"))
+                continue
+            values = value if isinstance(value, list) else [value]
+            if axis in axis_values:
+                for v in values:
+                    if v not in axis_values[axis]:
+                        problems.append((f"matrix.exclude.{k}.{axis}",
+                                         f"unknown {axis} {v!r}; allowed: {', '.join(axis_values[axis])}"))
+    problems = list(dict.fromkeys(problems))  # the same base-params problem shows once
+    if not problems:
+        supported_by = [b for b in f.matrix.backend if f.solver.method in BACKENDS.get(b).caps.methods]
+        if not supported_by:
+            problems.append(("solver.method", f"method {f.solver.method!r} is supported by none of the matrix's "
+                             f"backends ({', '.join(f.matrix.backend)})"))
+        for pname in f.profiles:
+            if not expand(spec, pname):
+                problems.append(("matrix", f"the exclusions remove every cell (profile {pname})"))
+    return problems
+
+
+def _origin(f: SpecFile, variant: str, profile: str, key: str) -> str:
+    """Which table a merged parameter came from (the last one to set it wins, as in params_for)."""
+    if key in f.profiles[profile].params:
+        return f"profiles.{profile}.params"
+    if key in f.variants[variant]:
+        return f"variants.{variant}"
+    return "params"
+
+
+def _excluded(cell: dict, rules: list[dict]) -> bool:
+    for rule in rules:
+        if all(cell[axis] in (v if isinstance(v, list) else [v]) for axis, v in rule.items()):
+            return True
+    return False
+
+
+def expand(spec: TaskSpec, profile: str) -> list[Cell]:
+    """The cells of the spec's matrix under a profile, in a stable order."""
+    f = spec.file
+    if profile not in f.profiles:
+        raise SpecError(spec.path, [("profiles", f"unknown profile {profile!r}; defined: {', '.join(f.profiles)}")])
+    prof = f.profiles[profile]
+    seeds = prof.seed if prof.seed is not None else f.matrix.seed
+    cells = []
+    hashes: dict[str, str] = {}
+    for variant, backend, precision, scaling, seed in itertools.product(
+        f.matrix.variant, f.matrix.backend, f.matrix.precision, f.matrix.scaling, seeds
+    ):
+        axes = {"variant": variant, "backend": backend, "precision": precision, "scaling": scaling, "seed": seed}
+        if _excluded(axes, f.matrix.exclude):
+            continue
+        if variant not in hashes:
+            hashes[variant] = spec.spec_hash(variant, profile)
+        cells.append(Cell(
+            task=f.task, variant=variant, backend=backend, method=f.solver.method, steps=f.solver.steps,
+            precision=precision, scaling=scaling, seed=seed, profile=profile, device=prof.device,
+            params=spec.params_for(variant, profile), spec_hash=hashes[variant], timeout_s=prof.timeout_s,
+        ))
+    return cells
+
+
+def spec_files() -> list[Path]:
+    """The specs shipped with the suite, one per task."""
+    return sorted(SPEC_DIR.glob("*.toml"))

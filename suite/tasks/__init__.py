@@ -1,0 +1,11 @@
+"""Benchmark tasks; importing this package registers all of them."""
+
+from suite.tasks import stiff_rk4 as _stiff_rk4  # noqa: F401  (registers)
+from suite.tasks._base import (
+    TASKS, AbstractTask, CellContext, CellTimeout, NonFiniteResult, TaskParams, get_task, scale_fields,
+)
+
+__all__ = [
+    "TASKS", "AbstractTask", "CellContext", "CellTimeout", "NonFiniteResult", "TaskParams", "get_task",
+    "scale_fields",
+]

@@ -1,0 +1,103 @@
+"""The task axis: every task module has the same shape (Params, run, reference)."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from suite.backends import AbstractSolver
+from suite.precision import Precision
+from suite.registry import Registry
+
+__all__ = [
+    "TaskParams", "AbstractTask", "TASKS", "get_task", "CellContext", "CellTimeout", "NonFiniteResult",
+    "scale_fields",
+]
+
+
+class TaskParams(BaseModel):
+    """Base for a task's parameter schema: unknown keys are errors, values are type-checked.
+
+    Mark a field as a *scale knob* (one a profile may change) with
+    `Field(..., json_schema_extra={"scale": True})`; every other field is science and fixed per variant.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def scale_fields(params_cls: type[BaseModel]) -> set[str]:
+    return {
+        name for name, info in params_cls.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("scale")
+    }
+
+
+class CellTimeout(TimeoutError):
+    """The cell ran past its time budget (checked cooperatively by the task's loop)."""
+
+
+class NonFiniteResult(FloatingPointError):
+    """The cell's numbers went inf/NaN: the *finding* of the cell, recorded as `nonfinite`."""
+
+
+@dataclass
+class CellContext:
+    """What a task gets to run one cell."""
+
+    solver: AbstractSolver
+    precision: Precision
+    scaling: str
+    method: str
+    steps: int
+    seed: int
+    device: torch.device
+    deadline: float | None = None
+    progress: Callable[[float], None] | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator seeded by the cell seed (no global RNG)."""
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.seed)
+        return gen
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CellTimeout("the cell ran past its timeout_s budget")
+
+    def report_progress(self, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(fraction)
+
+
+class AbstractTask(abc.ABC):
+    """One benchmark task. Subclasses set `name`, `Params`, `metric_names` and implement `run`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[TaskParams]]
+    metric_names: ClassVar[tuple[str, ...]]
+    tuple_state: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def run(self, params: TaskParams, ctx: CellContext) -> dict[str, float]:
+        """Build, train and/or evaluate one cell; return its metrics (name → number)."""
+
+    def reference(self, params: TaskParams) -> dict[str, float]:
+        """The exact or float64 answer the metrics are measured against (empty if none)."""
+        return {}
+
+
+TASKS: Registry[AbstractTask] = Registry("task")
+
+
+def get_task(name: str) -> AbstractTask:
+    return TASKS.get(name)
