@@ -22,8 +22,10 @@ from suite.tasks import TASKS
 
 __all__ = ["main"]
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+if not out.is_terminal:  # logs and pipes: wide enough that tables are not squeezed into 80 columns
+    out = Console(soft_wrap=True, width=220)
 
 
 class UsageError(ValueError):

@@ -56,6 +56,10 @@ class Registry(Generic[T]):
                 f"unknown {self.axis} {name!r}; valid: {', '.join(sorted(self._items))}"
             ) from None
 
+    def remove(self, name: str) -> T:
+        """Unregister (for plug-ins and test doubles that must not outlive their scope)."""
+        return self._items.pop(name)
+
     def names(self) -> list[str]:
         return list(self._items)
 

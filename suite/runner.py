@@ -141,7 +141,7 @@ def run_cells(
     for cell in todo:
         if reporter:
             reporter.cell_started(cell)
-        started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None)
         key = f"{cell.device}/{cell.backend}"
         if key not in env_cache:

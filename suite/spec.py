@@ -225,7 +225,8 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for name in REQUIRED_PROFILES:
         if name not in f.profiles:
-            problems.append((f"profiles.{name}", f"required profile is missing (every spec needs {', '.join(REQUIRED_PROFILES)})"))
+            needed = ", ".join(REQUIRED_PROFILES)
+            problems.append((f"profiles.{name}", f"required profile is missing (every spec needs {needed})"))
     scale = scale_fields(task.Params)
     for pname, profile in f.profiles.items():
         for key in profile.params:
@@ -244,7 +245,8 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
                     key = str(e["loc"][0]) if e["loc"] else ""
                     where = _origin(f, vname, pname, key)
                     if e["type"] == "extra_forbidden":
-                        msg = f"unknown parameter {key!r} for task {f.task}; allowed: {', '.join(task.Params.model_fields)}"
+                        allowed = ", ".join(task.Params.model_fields)
+                        msg = f"unknown parameter {key!r} for task {f.task}; allowed: {allowed}"
                     else:
                         msg = e["msg"]
                     problems.append((_loc((where, *e["loc"])), msg))

@@ -134,24 +134,21 @@ def _backward_loop(problem, t, traj, grad_traj, params, want_t):
             stats.n_backward_attempts += 1
         if not scaler.dynamic:
             break
-        pos, exhausted, retries = torch.stack(
-            [idx.double(), scaler.exhausted.double(), scaler.n_retries.double()]
-        ).tolist()
+        # The only host synchronization of a round: where the step counter stands, and the scaler's record.
+        pos, exhausted, retries, lo, hi, last = torch.stack([
+            idx.double(), scaler.exhausted.double(), scaler.n_retries.double(),
+            scaler.scale_min, scaler.scale_max, scaler.accepted_scale.double(),
+        ]).tolist()
         stats.n_host_syncs_backward += 1
+        stats.scale_min, stats.scale_max, stats.scale_final, stats.n_retries = lo, hi, last, int(retries)
         if exhausted:
             raise ScalerExhausted(
                 f"engine backward: the adjoint stayed non-finite at step {int(pos)} of {n_steps} after "
-                f"{problem.max_retries} halvings of the scale (headroom exponent {scaler.headroom.item():.0f}); "
+                f"{problem.max_retries} halvings of the scale (scale {last:.3g} at the last accepted step); "
                 "the vector field produces inf/NaN in its vector-Jacobian product at any scale. Check the "
                 "forward trajectory for inf/NaN, or use a wider precision (bf16 or fp32)."
             )
         remaining = int(pos) + 1
-    if scaler.dynamic:
-        lo, hi, last, retries = torch.stack(
-            [scaler.scale_min, scaler.scale_max, scaler.accepted_scale.double(), scaler.n_retries.double()]
-        ).tolist()
-        stats.n_host_syncs_backward += 1
-        stats.scale_min, stats.scale_max, stats.scale_final, stats.n_retries = lo, hi, last, int(retries)
     stats.backward_done = True
     return adj, grad_p, grad_t
 

@@ -83,7 +83,8 @@ class DynamicScale:
         ok = finite & active & ~self.exhausted
         retry = ~finite & active & ~self.exhausted
         grow = ok & (scaled_max < self.safe_max)
-        self.headroom = torch.where(retry, self.headroom + 1, torch.where(grow, (self.headroom - 1).clamp(min=1), self.headroom))
+        shrunk = (self.headroom - 1).clamp(min=1)
+        self.headroom = torch.where(retry, self.headroom + 1, torch.where(grow, shrunk, self.headroom))
         self.consecutive = torch.where(retry, self.consecutive + 1, torch.zeros_like(self.consecutive))
         self.exhausted = self.exhausted | (self.consecutive > self.max_retries)
         self.n_retries = self.n_retries + retry.long()

@@ -2,7 +2,14 @@
 
 from suite.tasks import stiff_rk4 as _stiff_rk4  # noqa: F401  (registers)
 from suite.tasks._base import (
-    TASKS, AbstractTask, CellContext, CellTimeout, NonFiniteResult, TaskParams, get_task, scale_fields,
+    TASKS,
+    AbstractTask,
+    CellContext,
+    CellTimeout,
+    NonFiniteResult,
+    TaskParams,
+    get_task,
+    scale_fields,
 )
 
 __all__ = [

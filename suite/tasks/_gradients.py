@@ -24,13 +24,17 @@ def scaled_gradients(
     unscale_, step, update) on an optimizer with lr=0; an overflow makes GradScaler halve its scale and
     the gradient is taken again, as the next training iteration would. Other scalings call backward once.
     """
+    def collect() -> list[torch.Tensor]:
+        # A leaf the loss does not reach has gradient zero (autograd leaves .grad as None).
+        return [leaf.grad.detach().clone() if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves]
+
     scaler = solver.grad_scaler(device)
     for leaf in leaves:
         leaf.grad = None
     if not scaler.is_enabled():
         loss = loss_fn()
         loss.backward()
-        return [leaf.grad.detach().clone() for leaf in leaves], {"loss": float(loss.detach())}
+        return collect(), {"loss": float(loss.detach())}
     optimizer = torch.optim.SGD(list(leaves), lr=0.0)
     for attempt in range(1, max_attempts + 1):
         optimizer.zero_grad(set_to_none=True)
@@ -38,7 +42,7 @@ def scaled_gradients(
         scale_used = scaler.get_scale()
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        grads = [leaf.grad.detach().clone() for leaf in leaves]
+        grads = collect()
         finite = all(bool(torch.isfinite(g).all()) for g in grads)
         scaler.step(optimizer)
         scaler.update()

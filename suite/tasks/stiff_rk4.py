@@ -91,9 +91,9 @@ class StiffRK4(AbstractTask):
             ctx.check_deadline()
             theta = torch.tensor(params.theta, dtype=master, device=ctx.device, requires_grad=True)
             y0 = y0_value.to(device=ctx.device, dtype=master).requires_grad_(True)
-            final = {}
+            final: dict[str, torch.Tensor] = {}
 
-            def loss_fn():
+            def loss_fn(theta=theta, y0=y0, final=final):
                 with watch("fwd_s"), ctx.solver.autocast(ctx.device):
                     traj = ctx.solver.odeint(vector_field(theta), y0, t, params=[theta])
                     y_T = traj[-1].to(master)
@@ -103,7 +103,8 @@ class StiffRK4(AbstractTask):
             with watch("grad_s"):
                 (g_y0, g_theta), info = scaled_gradients(loss_fn, [y0, theta], ctx.solver, ctx.device)
             # grad_s holds every forward of this repetition (GradScaler may retry) plus the backward(s).
-            watch.add("bwd_s", watch.samples["grad_s"][-1] - sum(watch.samples["fwd_s"][-info.get("grad_attempts", 1):]))
+            forwards = watch.samples["fwd_s"][-info.get("grad_attempts", 1):]
+            watch.add("bwd_s", watch.samples["grad_s"][-1] - sum(forwards))
             ctx.report_progress((rep + 1) / params.repeats)
         ctx.timing.update(watch.median())
         ctx.extra.update({k: v for k, v in info.items() if k != "loss"})
@@ -111,7 +112,9 @@ class StiffRK4(AbstractTask):
             ctx.stats.update(ctx.solver.last_stats.as_dict())
         y_T = float(final["y_T"].double().sum())
         if not math.isfinite(y_T):
-            raise NonFiniteResult(f"y(T) = {y_T}: the forward solve overflowed in {ctx.precision.name}")
+            raise NonFiniteResult(
+                f"y(T) = {y_T}: the forward solve went non-finite in {ctx.precision.name} (overflow or NaN)"
+            )
         grads = {"grad_y0": float(g_y0.double().sum())}
         grads.update({f"grad_theta{k + 1}": float(g_theta[k].double()) for k in range(3)})
         bad = [name for name, value in grads.items() if not math.isfinite(value)]

@@ -1,0 +1,52 @@
+"""Reports: tables in three formats, failed cells shown as failures with their reason, figures written."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import registered_backend
+from test_runner import cell, stub
+
+from suite.cli import main
+from suite.report import build_report
+from suite.runner import run_cells
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    broken = stub("nan")
+    with registered_backend(broken.name, broken):
+        run_cells([cell("engine"), cell("engine", precision="fp16", scaling="dynamic"), cell("stub-nan"),
+                   cell("engine", scaling="grad")], out, "report-test")
+    return out
+
+
+def test_report_writes_markdown_csv_latex_and_figure(run_dir, tmp_path):
+    files = build_report(run_dir, tmp_path / "rep")
+    names = {p.name for p in files.files}
+    assert {"index.md", "stiff-rk4.md", "stiff-rk4.csv", "stiff-rk4.tex", "stiff-rk4-published.png"} <= names
+    md = (tmp_path / "rep" / "stiff-rk4.md").read_text()
+    assert "fails (nonfinite)" in md and "unsupported" in md
+    assert "stub-nan" in md and "non-finite" in md  # the failure list gives the reason
+    table = pd.read_csv(tmp_path / "rep" / "stiff-rk4.csv")
+    assert list(table.columns[:4]) == ["variant", "dtype", "scaling", "backend"]
+    assert {"RE y(T)", "RE ∂y0", "RE ∂θ1", "RE ∂θ2", "RE ∂θ3"} <= set(table.columns)
+    engine_fp32 = table[(table.backend == "engine") & (table.dtype == "fp32") & (table.scaling == "none")]
+    assert float(engine_fp32["RE y(T)"].iloc[0]) < 1e-2
+    tex = (tmp_path / "rep" / "stiff-rk4.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\partial$" in tex
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "report-test" in index and "Device(s): cpu" in index
+
+
+def test_report_command_on_a_bad_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no records file" in capsys.readouterr().err
+
+
+def test_list_shows_backends_and_their_capabilities(capsys):
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for word in ("stiff-rk4", "engine", "torchdiffeq-adjoint", "rk4-38", "dynamic", "bf16", "smoke"):
+        assert word in printed
