@@ -97,7 +97,7 @@ class Reporter:
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=console, transient=False, disable=not console.is_terminal,  # CI logs get the lines only
         )
         self.bar = None
 
