@@ -168,13 +168,16 @@ def _attempt(problem, scaler, t, traj, grad_traj, params, adj, grad_p, grad_t, i
     with torch.enable_grad():
         phi, _ = increment(problem.func, problem.spec, problem.tableau, t_i, h, y_i,
                            problem.precision.compute, acc)
-    adj_max = torch.stack([_inf_norm(a) for a in adj]).max()
+    # Magnitudes are measured only when they steer the scale (dynamic); scaling="none" skips the reductions.
+    adj_max = torch.stack([_inf_norm(a) for a in adj]).max() if scaler.dynamic else None
     scale = scaler.scale(adj_max)
     inputs = [*y_i, *params] + ([t_i, h] if want_t else [])
     vjps = torch.autograd.grad(phi, inputs, [scale * a for a in adj], allow_unused=True)
     vjps = [v if v is not None else torch.zeros_like(x) for v, x in zip(vjps, inputs)]
-    scaled_max = torch.stack([adj_max * scale.float()] + [_inf_norm(v) for v in vjps]).max()
-    ok = scaler.observe(scaled_max, active)
+    ok = None
+    if scaler.dynamic:
+        scaled_max = torch.stack([adj_max * scale.float()] + [_inf_norm(v) for v in vjps]).max()
+        ok = scaler.observe(scaled_max, active)
     h_acc = h.detach().to(acc)
     coef = h_acc / scale
     n_y = len(adj)

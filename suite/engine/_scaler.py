@@ -33,11 +33,8 @@ class FixedScale:
     def __init__(self, device: torch.device, accumulate: torch.dtype) -> None:
         self.one = torch.ones((), device=device, dtype=accumulate)
 
-    def scale(self, adjoint_max: torch.Tensor) -> torch.Tensor:
+    def scale(self, adjoint_max: torch.Tensor | None) -> torch.Tensor:
         return self.one
-
-    def observe(self, scaled_max: torch.Tensor, active: torch.Tensor) -> torch.Tensor | None:
-        return None
 
 
 class DynamicScale:
