@@ -55,7 +55,7 @@ def _device_problem(device: str) -> str | None:
 def _classify(exc: BaseException) -> tuple[Status, str]:
     if isinstance(exc, (NonFiniteResult, ScalerExhausted)):
         return Status.NONFINITE, str(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or isinstance(exc, MemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return Status.OOM, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}"
     if isinstance(exc, CellTimeout):
         return Status.TIMEOUT, str(exc)

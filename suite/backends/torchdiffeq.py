@@ -15,6 +15,7 @@ import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
 from suite.engine import get_method
+from suite.engine._step import combine
 
 # Our method name -> torchdiffeq's name for the same tableau.
 _NATIVE = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun2", "rk4-38": "rk4"}
@@ -45,16 +46,8 @@ def _register_tableau_solver(method: str) -> str:
         def _step_func(self, func, t0, dt, t1, y0):
             ks = []
             for j in range(len(b)):
-                stage = y0
-                for coef, k in zip(a[j], ks):
-                    if coef != 0.0:
-                        stage = stage + dt * coef * k
-                ks.append(func(t0 + c[j] * dt, stage))
-            total = None
-            for coef, k in zip(b, ks):
-                if coef != 0.0:
-                    total = k * coef if total is None else total + k * coef
-            return dt * total, ks[0]
+                ks.append(func(t0 + c[j] * dt, combine(y0, dt, a[j], ks)))
+            return dt * combine(None, None, b, ks), ks[0]
 
     TableauSolver.__name__ = f"CtbenchTableau_{method.replace('-', '_')}"
     odeint_mod.SOLVERS[name] = TableauSolver

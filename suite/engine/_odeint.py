@@ -14,6 +14,7 @@ backward pass (none at all with scaling="none").
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,9 +57,7 @@ class _Problem:
         )
 
 
-def _enter(managers):
-    import contextlib
-
+def _enter(managers) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     for m in managers:
         stack.enter_context(m)

@@ -14,7 +14,7 @@ import torch
 
 from suite.engine._tableau import ButcherTableau
 
-__all__ = ["increment", "StateSpec"]
+__all__ = ["increment", "combine", "StateSpec"]
 
 Func = Callable[[torch.Tensor, object], object]
 
@@ -59,7 +59,7 @@ class StateSpec:
         return flat
 
 
-def _combine(base, h, coefs, ks):
+def combine(base, h, coefs, ks):
     """base + h·Σ coef·k (or Σ coef·k without base), skipping zero coefficients."""
     total = None
     for coef, k in zip(coefs, ks):
@@ -96,9 +96,9 @@ def increment(
     h_low = h.to(compute)
     ks: list[list[torch.Tensor]] = []
     for j in range(tableau.n_stages):
-        stage = [_combine(y, h_low, a[j], [k[comp] for k in ks]) for comp, y in enumerate(y_low)]
+        stage = [combine(y, h_low, a[j], [k[comp] for k in ks]) for comp, y in enumerate(y_low)]
         t_stage = (t + c[j] * h if c[j] != 0.0 else t).to(compute)
         out = spec.unpack(func(t_stage, spec.pack(stage)), f"func output at stage {j}")
         ks.append([k.to(compute) for k in out])
-    phi = [_combine(None, None, b, [k[comp] for k in ks]).to(accumulate) for comp in range(len(y_base))]
+    phi = [combine(None, None, b, [k[comp] for k in ks]).to(accumulate) for comp in range(len(y_base))]
     return phi, tableau.n_stages
