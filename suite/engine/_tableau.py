@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -53,9 +54,13 @@ class ButcherTableau:
     def n_stages(self) -> int:
         return len(self.b)
 
-    def floats(self) -> tuple[list[float], list[list[float]], list[float]]:
-        """(c, a, b) as Python floats for the solver loop."""
+    @functools.cached_property
+    def _float_coefficients(self) -> tuple[list[float], list[list[float]], list[float]]:
         return [float(x) for x in self.c], [[float(x) for x in row] for row in self.a], [float(x) for x in self.b]
+
+    def floats(self) -> tuple[list[float], list[list[float]], list[float]]:
+        """(c, a, b) as Python floats for the solver loop (converted once per tableau)."""
+        return self._float_coefficients
 
 
 def _tableau(name: str, order: int, c: list, a: list[list], b: list, description: str) -> ButcherTableau:
