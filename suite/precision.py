@@ -29,6 +29,7 @@ class Precision:
         accumulate: default dtype the state and adjoint are accumulated in.
         master: dtype of the trainable parameters (master weights).
         tf32: allow TF32 matmuls/convolutions while this policy is active.
+        devices: device types on which the policy means what its name says.
     """
 
     name: str
@@ -37,6 +38,7 @@ class Precision:
     accumulate: torch.dtype
     master: torch.dtype
     tf32: bool = False
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
 
     @property
     def is_low(self) -> bool:
@@ -53,7 +55,8 @@ PRECISIONS: Registry[Precision] = Registry("precision")
 for _p in (
     Precision("fp64", torch.float64, torch.float64, torch.float64, torch.float64),
     Precision("fp32", torch.float32, torch.float32, torch.float32, torch.float32),
-    Precision("tf32", torch.float32, torch.float32, torch.float32, torch.float32, tf32=True),
+    Precision("tf32", torch.float32, torch.float32, torch.float32, torch.float32, tf32=True,
+              devices=frozenset({"cuda"})),
     Precision("bf16", torch.bfloat16, torch.bfloat16, torch.float32, torch.float32),
     Precision("fp16", torch.float16, torch.float16, torch.float32, torch.float32),
 ):

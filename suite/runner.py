@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 import time
 import traceback
 from collections import Counter
@@ -52,6 +53,14 @@ def _device_problem(device: str) -> str | None:
     return None
 
 
+def _precision_problem(cell: Cell) -> str | None:
+    precision = get_precision(cell.precision)
+    if cell.device not in precision.devices:
+        return (f"precision {cell.precision} exists only on {', '.join(sorted(precision.devices))} "
+                f"(TF32 is a CUDA tensor-core mode; the fp32 cell is its CPU counterpart)")
+    return None
+
+
 def _classify(exc: BaseException) -> tuple[Status, str]:
     if isinstance(exc, (NonFiniteResult, ScalerExhausted)):
         return Status.NONFINITE, str(exc)
@@ -72,12 +81,17 @@ def _finite_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], list[s
     return clean, bad
 
 
-def run_cell(cell: Cell, progress: Callable[[float], None] | None = None) -> dict:
+def _artifact_prefix(cell: Cell) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", cell.cell_id)
+
+
+def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_dir: Path | None = None) -> dict:
     """Run one cell in this process; return the record's outcome fields (never raises for cell failures)."""
     backend = get_backend(cell.backend)
     task = get_task(cell.task)
-    outcome: dict = {"metrics": {}, "timing": {}, "memory": {}, "stats": {}, "extra": {}, "traceback": None}
-    reason = _device_problem(cell.device) or backend.unsupported_reason(
+    outcome: dict = {"metrics": {}, "timing": {}, "memory": {}, "stats": {}, "extra": {}, "artifacts": {},
+                     "traceback": None}
+    reason = _device_problem(cell.device) or _precision_problem(cell) or backend.unsupported_reason(
         method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
         tuple_state=task.tuple_state,
     )
@@ -89,6 +103,7 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None) -> dic
         solver=backend.solver(cell.method, cell.precision, cell.scaling), precision=precision,
         scaling=cell.scaling, method=cell.method, steps=cell.steps, seed=cell.seed, device=device,
         deadline=time.monotonic() + cell.timeout_s if cell.timeout_s else None, progress=progress,
+        run_dir=run_dir, artifact_prefix=_artifact_prefix(cell),
     )
     torch.manual_seed(cell.seed)  # for code outside our control; tasks use ctx.generator()
     started = time.perf_counter()
@@ -109,7 +124,7 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None) -> dic
             torch.cuda.empty_cache()
     outcome["timing"] = {**ctx.timing, "total_s": time.perf_counter() - started}
     outcome["memory"] = memory.read()
-    outcome["stats"], outcome["extra"] = ctx.stats, ctx.extra
+    outcome["stats"], outcome["extra"], outcome["artifacts"] = ctx.stats, ctx.extra, ctx.artifacts
     return {**outcome, "status": status.value, "reason": reason}
 
 
@@ -142,7 +157,7 @@ def run_cells(
         if reporter:
             reporter.cell_started(cell)
         started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None)
+        outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir)
         key = f"{cell.device}/{cell.backend}"
         if key not in env_cache:
             env_cache[key] = capture_env(cell.device, get_backend(cell.backend).versions())

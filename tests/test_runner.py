@@ -141,14 +141,14 @@ def test_reader_refuses_corruption_in_the_middle(tmp_path):
 def test_cli_run_exit_code_and_bad_flags(tmp_path, stubs, capsys):
     assert main(["run", "--task", "stiff-rk4", "--backend", "nope", "--out", str(tmp_path / "a")]) == 2
     assert "--backend 'nope' is not a known backend; allowed:" in capsys.readouterr().err
-    assert main(["run", "--profile", "huge", "--out", str(tmp_path / "b")]) == 2
+    assert main(["run", "--task", "stiff-rk4", "--profile", "huge", "--out", str(tmp_path / "b")]) == 2
     assert "--profile 'huge' is not defined for task stiff-rk4; defined: smoke, paper" in capsys.readouterr().err
     assert main(["run", "--resume"]) == 2
 
 
 def test_cli_run_refuses_to_mix_runs(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["run", "--backend", "engine", "--precision", "fp32", "--scaling", "none", "--out", str(out)]
+    args = ["run", "--task", "stiff-rk4", "--backend", "engine", "--precision", "fp32", "--scaling", "none", "--out", str(out)]
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds records; add --resume" in capsys.readouterr().err

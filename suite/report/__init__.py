@@ -67,7 +67,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         md = table.to_markdown(index=False, disable_numparse=True)
         (out / f"{task}.csv").write_text(table.to_csv(index=False))
         (out / f"{task}.tex").write_text(_latex(table))
-        figures = PLOTS.get(task)(sub, out) if task in PLOTS else []
+        figures = PLOTS.get(task)(sub, out, run_dir) if task in PLOTS else []
         section = [f"## {task}", "", md, ""]
         section += [f"![{p.stem}]({p.name})" for p in figures]
         section.append(_failures_section(sub))

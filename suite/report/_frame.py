@@ -37,6 +37,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             if key in stats:
                 row[f"stats:{key}"] = _number(stats[key])
         row["device_name"] = (r.get("env") or {}).get("device_name", "")
+        row.update({f"artifact:{k}": v for k, v in (r.get("artifacts") or {}).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:

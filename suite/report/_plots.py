@@ -11,7 +11,7 @@ from suite.registry import Registry
 
 __all__ = ["PLOTS"]
 
-Plot = Callable[[pd.DataFrame, Path], list[Path]]
+Plot = Callable[[pd.DataFrame, Path, Path], list[Path]]  # (cells of one task, report dir, run dir)
 PLOTS: Registry[Plot] = Registry("report plot")
 
 
@@ -25,7 +25,7 @@ def _pyplot():
 
 
 @PLOTS.register("stiff-rk4")
-def stiff_plot(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+def stiff_plot(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Relative errors per configuration on a log axis; failed cells drawn as labelled gaps."""
     import seaborn as sns
 
@@ -57,3 +57,46 @@ def stiff_plot(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+@PLOTS.register("cnf-2d")
+def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
+    """Learned densities: one row per dataset, one column per precision × scaling × backend."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = frame[frame["status"] != "unsupported"].copy()
+    if cells.empty:
+        return []
+    cells["config"] = cells["precision"] + " " + cells["scaling"] + "\n" + cells["backend"]
+    datasets = list(dict.fromkeys(cells["variant"]))
+    configs = list(dict.fromkeys(cells["config"]))
+    fig, axes = plt.subplots(len(datasets), len(configs), figsize=(1.6 * len(configs), 1.7 * len(datasets)),
+                             squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, config in enumerate(configs):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            match = cells[(cells["variant"] == dataset) & (cells["config"] == config)]
+            if i == 0:
+                ax.set_title(config, fontsize=6)
+            if j == 0:
+                ax.set_ylabel(dataset, fontsize=7)
+            if match.empty:
+                ax.axis("off")
+                continue
+            row = match.iloc[0]
+            path = row.get("artifact:density")
+            if row["status"] != "ok" or not isinstance(path, str) or not (run_dir / path).exists():
+                ax.text(0.5, 0.5, f"fails\n({row['status']})", ha="center", va="center", color="crimson",
+                        fontsize=7, transform=ax.transAxes)
+                continue
+            data = np.load(run_dir / path)
+            ax.imshow(np.exp(data["log_density"]), origin="lower", extent=tuple(data["extent"]), cmap="magma")
+    fig.suptitle("cnf-2d: learned densities (fp32 evaluation)", fontsize=9)
+    fig.tight_layout()
+    target = out_dir / "cnf-2d-densities.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return [target]

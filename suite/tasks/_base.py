@@ -6,6 +6,7 @@ import abc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -62,6 +63,21 @@ class CellContext:
     timing: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
+    artifact_prefix: str = "cell"
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def artifact_path(self, name: str, suffix: str) -> Path | None:
+        """Where to write an artifact (samples, a density grid) that the report draws; None without a run dir.
+
+        The record lists it under `artifacts` by a path relative to the run directory.
+        """
+        if self.run_dir is None:
+            return None
+        relative = Path("artifacts") / f"{self.artifact_prefix}-{name}{suffix}"
+        (self.run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        self.artifacts[name] = str(relative)
+        return self.run_dir / relative
 
     def generator(self) -> torch.Generator:
         """A fresh generator seeded by the cell seed (no global RNG)."""

@@ -1,0 +1,1 @@
+"""Reusable networks: CNF hypernetwork field, OT-Flow potential."""
