@@ -91,6 +91,8 @@ class ProfileSpec(_Strict):
     timeout_s: float | None = Field(None, gt=0)
     seed: list[int] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(
+        default_factory=list, description="extra exclusions for this profile (which cells run, not what they do)")
 
 
 class SpecFile(_Strict):
@@ -257,18 +259,20 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
         "variant": list(f.variants), "backend": BACKENDS.names(), "precision": PRECISIONS.names(),
         "scaling": SCALINGS.names(),
     }
-    for k, rule in enumerate(f.matrix.exclude):
-        if not rule:
-            problems.append((f"matrix.exclude.{k}", "an empty exclusion would remove every cell"))
-        for axis, value in rule.items():
-            if axis not in AXES:
-                problems.append((f"matrix.exclude.{k}.{axis}", f"unknown axis; allowed: {', '.join(AXES)}"))
-                continue
-            values = value if isinstance(value, list) else [value]
-            if axis in axis_values:
-                for v in values:
+    rule_sets = [("matrix.exclude", f.matrix.exclude)]
+    rule_sets += [(f"profiles.{name}.exclude", prof.exclude) for name, prof in f.profiles.items()]
+    for where, rules in rule_sets:
+        for k, rule in enumerate(rules):
+            if not rule:
+                problems.append((f"{where}.{k}", "an empty exclusion would remove every cell"))
+            for axis, value in rule.items():
+                if axis not in AXES:
+                    problems.append((f"{where}.{k}.{axis}", f"unknown axis; allowed: {', '.join(AXES)}"))
+                    continue
+                values = value if isinstance(value, list) else [value]
+                for v in values if axis in axis_values else []:
                     if v not in axis_values[axis]:
-                        problems.append((f"matrix.exclude.{k}.{axis}",
+                        problems.append((f"{where}.{k}.{axis}",
                                          f"unknown {axis} {v!r}; allowed: {', '.join(axis_values[axis])}"))
     problems = list(dict.fromkeys(problems))  # the same base-params problem shows once
     if not problems:
@@ -311,7 +315,7 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
         f.matrix.variant, f.matrix.backend, f.matrix.precision, f.matrix.scaling, seeds
     ):
         axes = {"variant": variant, "backend": backend, "precision": precision, "scaling": scaling, "seed": seed}
-        if _excluded(axes, f.matrix.exclude):
+        if _excluded(axes, f.matrix.exclude) or _excluded(axes, prof.exclude):
             continue
         if variant not in hashes:
             hashes[variant] = spec.spec_hash(variant, profile)

@@ -148,7 +148,8 @@ def test_cli_run_exit_code_and_bad_flags(tmp_path, stubs, capsys):
 
 def test_cli_run_refuses_to_mix_runs(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["run", "--task", "stiff-rk4", "--backend", "engine", "--precision", "fp32", "--scaling", "none", "--out", str(out)]
+    args = ["run", "--task", "stiff-rk4", "--backend", "engine", "--precision", "fp32", "--scaling", "none",
+            "--out", str(out)]
     assert main(args) == 0
     assert main(args) == 2
     assert "already holds records; add --resume" in capsys.readouterr().err

@@ -38,6 +38,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
                 row[f"stats:{key}"] = _number(stats[key])
         row["device_name"] = (r.get("env") or {}).get("device_name", "")
         row.update({f"artifact:{k}": v for k, v in (r.get("artifacts") or {}).items()})
+        row.update({f"extra:{k}": v for k, v in (r.get("extra") or {}).items() if isinstance(v, str)})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:

@@ -92,3 +92,27 @@ def cnf_table(frame: pd.DataFrame) -> pd.DataFrame:
         out.update({label: cell_text(row, col, fmt) for label, (col, fmt) in columns.items()})
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+@LAYOUTS.register("otflow-bsds300")
+def otflow_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Like the slide: precision × solver × scaling; val NLL, HJB, max memory, train time; the data set named."""
+    columns = {
+        "val NLL": ("metric:val_nll", "{:.2f}"),
+        "val L": ("metric:val_transport", "{:.3f}"),
+        "HJB": ("metric:val_hjb", "{:.3f}"),
+        "MMD": ("metric:mmd", "{:.2e}"),
+        "max mem (GiB)": ("metric:peak_mem_gib", "{:.2f}"),
+        "saved for bwd (MiB)": ("metric:saved_for_backward_mib", "{:.1f}"),
+        "ms/iter": ("derived:iter_ms", "{:.1f}"),
+        "train (s)": ("metric:total_s", "{:.1f}"),
+    }
+    frame = frame.assign(**{"derived:iter_ms": frame.get("metric:iter_s", float("nan")) * 1e3})
+    rows = []
+    for _, row in _sorted(frame).iterrows():
+        dataset = row.get("extra:dataset")
+        out = {"variant": row["variant"], "data": dataset if isinstance(dataset, str) else "–",
+               "precision": row["precision"], "solver": row["backend"], "scaling": row["scaling"]}
+        out.update({label: cell_text(row, col, fmt) for label, (col, fmt) in columns.items()})
+        rows.append(out)
+    return pd.DataFrame(rows)

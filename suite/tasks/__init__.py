@@ -1,6 +1,7 @@
 """Benchmark tasks; importing this package registers all of them."""
 
 from suite.tasks import cnf2d as _cnf2d  # noqa: F401  (registers)
+from suite.tasks import otflow as _otflow  # noqa: F401  (registers)
 from suite.tasks import stiff_rk4 as _stiff_rk4  # noqa: F401  (registers)
 from suite.tasks._base import (
     TASKS,

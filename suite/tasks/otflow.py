@@ -1,0 +1,173 @@
+"""Task `otflow-bsds300`: OT-Flow density estimation on BSDS300 patches (seed slide "BSDS300 (d=63)").
+
+State (x, ℓ, L, R) integrated from data (t=0) to latent (t=T): ẋ = -∇ₓΦ/α0, ℓ̇ = -ΔΦ/α0,
+L̇ = ½|∇ₓΦ|²/α0², Ṙ = |-∂tΦ + α0 L̇|; NLL = -E[log ρ0(x(T)) + ℓ(T)]. Variants: `paper` as the
+mixed-precision paper ran it (loss α2·NLL + α0·L + α1·R, prior N(0, 0.1·I)) and `otflow` as upstream
+OT-Flow defines it (α0·NLL + α1·L + α2·R, prior N(0, I)); their NLLs are not comparable with each other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from suite.backends import get_backend
+from suite.data.bsds300 import load_bsds300
+from suite.measure import Stopwatch
+from suite.models.otflow_potential import OTFlowPotential
+from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
+from suite.tasks._training import IterationPeak, check_finite_loss, mmd, saved_for_backward_bytes
+
+_SCALE = {"scale": True}
+
+
+class OTFlowParams(TaskParams):
+    data_source: Literal["auto", "real", "proxy"] = "auto"
+    data_path: str | None = Field(None, description="BSDS300.hdf5 (else the CTBENCH_BSDS300 variable)")
+    proxy_stride: int = Field(4, ge=1, json_schema_extra=_SCALE, description="patch stride of the proxy")
+    width: int = Field(1024, ge=1, json_schema_extra=_SCALE)
+    n_layers: int = Field(2, ge=2)
+    rank: int = Field(10, ge=1)
+    alpha: tuple[float, float, float] = (1.0, 2000.0, 800.0)
+    weight_order: Literal["paper", "otflow"] = "paper"
+    prior_var: float = Field(0.1, gt=0)
+    T: float = Field(1.0, gt=0)
+    val_steps: int = Field(29, ge=1, description="validation grid: val_steps + 1 points")
+    iterations: int = Field(10_000, ge=1, json_schema_extra=_SCALE)
+    batch: int = Field(512, ge=1, json_schema_extra=_SCALE)
+    val_batch: int = Field(4096, ge=1, json_schema_extra=_SCALE)
+    val_every: int = Field(100, ge=1, json_schema_extra=_SCALE)
+    mmd_samples: int = Field(2000, ge=2, json_schema_extra=_SCALE)
+    lr: float = Field(1e-3, gt=0)
+    clamp: float = Field(1.5, gt=0)
+    grad_clip: float = Field(2.0, gt=0)
+    plateau_patience: int = Field(15, ge=1)
+    plateau_factor: float = Field(1 / 3.3, gt=0, lt=1)
+
+
+class OTFlowField(torch.nn.Module):
+    """dynamics of (x, ℓ, L, R) from the potential's closed-form gradient and Laplacian."""
+
+    def __init__(self, potential: OTFlowPotential, alpha0: float) -> None:
+        super().__init__()
+        self.potential, self.alpha0 = potential, alpha0
+
+    def forward(self, t, state):
+        x = state[0]
+        s = torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], dim=1)
+        grad, lap = self.potential.grad_and_laplacian(s)
+        gx, gt = grad[:, :-1], grad[:, -1]
+        dx = -gx / self.alpha0
+        dl = -lap / self.alpha0
+        d_transport = 0.5 * (dx * dx).sum(1)
+        d_hjb = (-gt + self.alpha0 * d_transport).abs()
+        return dx, dl.unsqueeze(1), d_transport.unsqueeze(1), d_hjb.unsqueeze(1)
+
+
+def _costs(solver, field, x, t, prior_var: float, dtype):
+    zeros = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    z, logdet, transport, hjb = (c[-1].to(dtype) for c in solver.odeint(field, (x, zeros, zeros, zeros), t))
+    d = z.shape[1]
+    log_prior = -0.5 * (z * z).sum(1) / prior_var - 0.5 * d * math.log(2 * math.pi * prior_var)
+    return -(log_prior + logdet.squeeze(1)).mean(), transport.mean(), hjb.mean()
+
+
+def _loss(params: OTFlowParams, nll, transport, hjb):
+    a0, a1, a2 = params.alpha
+    if params.weight_order == "paper":
+        return a2 * nll + a0 * transport + a1 * hjb
+    return a0 * nll + a1 * transport + a2 * hjb
+
+
+@TASKS.register_instance("otflow-bsds300")
+class OTFlowBSDS300(AbstractTask):
+    name = "otflow-bsds300"
+    Params = OTFlowParams
+    tuple_state = True
+    metric_names: ClassVar[tuple[str, ...]] = (
+        "val_nll", "val_transport", "val_hjb", "mmd", "fwd_s", "bwd_s", "iter_s", "total_s", "iters_done",
+        "peak_mem_gib", "saved_for_backward_mib",
+    )
+    summary = "OT-Flow on BSDS300 patches (d=63; offline proxy without the real file): NLL, L, HJB, memory"
+
+    def run(self, params: OTFlowParams, ctx: CellContext) -> dict[str, float]:
+        device, master = ctx.device, ctx.precision.master
+        data = load_bsds300(params.data_source, params.data_path, params.proxy_stride, seed=0)
+        ctx.extra.update({"dataset": data.name, "data_provenance": data.provenance})
+        train = torch.from_numpy(data.train).to(device=device, dtype=master)  # resident on the device
+        val = torch.from_numpy(data.validation).to(device=device, dtype=master)
+        ctx.extra["memory_note"] = (f"peak_mem_gib includes the resident training and validation sets "
+                                    f"({(train.numel() + val.numel()) * train.element_size() / 2**20:.0f} MiB)")
+        gen = torch.Generator().manual_seed(ctx.seed)
+        torch.manual_seed(ctx.seed)
+        potential = OTFlowPotential(data.dim, params.width, params.n_layers, params.rank).to(device, master)
+        field = OTFlowField(potential, params.alpha[0])
+        t_train = torch.linspace(0.0, params.T, ctx.steps + 1, dtype=master, device=device)
+        t_val = torch.linspace(0.0, params.T, params.val_steps + 1, dtype=master, device=device)
+        solver = ctx.solver
+        optimizer = torch.optim.Adam(potential.parameters(), lr=params.lr)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=params.plateau_factor, patience=params.plateau_patience)
+        scaler = solver.grad_scaler(device)
+        watch, peak, total = Stopwatch(device), IterationPeak(device), Stopwatch(device)
+        saved_mib = math.nan
+        with total("total_s"):
+            for it in range(params.iterations):
+                ctx.check_deadline()
+                rows = torch.randint(0, train.shape[0], (params.batch,), generator=gen).to(device)
+                x = train[rows]
+                peak.start()
+                with watch("iter_s"):
+                    with watch("fwd_s"), solver.autocast(device):
+                        def forward(x=x):
+                            return _loss(params, *_costs(solver, field, x, t_train, params.prior_var, master))
+                        if it == 0:
+                            loss, nbytes = saved_for_backward_bytes(forward)
+                            saved_mib = nbytes / 2**20
+                        else:
+                            loss = forward()
+                    check_finite_loss(loss, it)
+                    with watch("bwd_s"):
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(potential.parameters(), params.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    with torch.no_grad():
+                        for p in potential.parameters():
+                            p.clamp_(-params.clamp, params.clamp)
+                peak.stop()
+                if (it + 1) % params.val_every == 0 and it + 1 < params.iterations:
+                    with torch.no_grad(), solver.autocast(device):
+                        val_costs = _costs(solver, field, val[: params.val_batch], t_val, params.prior_var, master)
+                    plateau.step(float(_loss(params, *val_costs)))
+                ctx.report_progress(0.9 * (it + 1) / params.iterations)
+        if solver.last_stats is not None:
+            ctx.stats.update(solver.last_stats.as_dict())
+        metrics = self._evaluate(params, ctx, field, val, t_val, gen)
+        metrics.update(watch.median())
+        metrics.update({"total_s": total.total()["total_s"], "iters_done": float(params.iterations),
+                        "saved_for_backward_mib": saved_mib})
+        if device.type == "cuda":
+            metrics["peak_mem_gib"] = peak.gib
+        return metrics
+
+    def _evaluate(self, params, ctx, field, val, t_val, gen) -> dict[str, float]:
+        """Final validation in fp32 with the engine on the cell's tableau (comparable across cells)."""
+        master = ctx.precision.master
+        fp32 = get_backend("engine").solver(ctx.method, "fp32" if master == torch.float32 else "fp64", "none")
+        rows = val[: params.val_batch]
+        with torch.no_grad():
+            nll, transport, hjb = _costs(fp32, field, rows, t_val, params.prior_var, master)
+            n = min(params.mmd_samples, val.shape[0])
+            z = torch.randn(n, val.shape[1], generator=gen, dtype=torch.float64) * math.sqrt(params.prior_var)
+            z = z.to(val.device, master)
+            zeros = torch.zeros(n, 1, dtype=master, device=val.device)
+            samples = fp32.odeint(field, (z, zeros, zeros, zeros), t_val.flip(0))[0][-1]
+        ctx.extra["val_note"] = "val_*: fp32 engine evaluation on the validation split (30-point grid)"
+        return {"val_nll": float(nll), "val_transport": float(transport), "val_hjb": float(hjb),
+                "mmd": mmd(samples[:n], val[:n])}
