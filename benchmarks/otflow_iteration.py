@@ -66,7 +66,7 @@ def one_config(backend, precision, scaling, device, width, batch, steps, warmup=
     return {"backend": backend, "precision": precision, "scaling": scaling,
             "ms_per_iter": 1e3 * statistics.median(times),
             "peak_gib": max(peaks) if peaks else None, "saved_for_backward_gib": saved / 2**30,
-            "loss": float(loss), "retries_last_solve": stats.n_retries if stats else None}
+            "loss": float(loss.detach()), "retries_last_solve": stats.n_retries if stats else None}
 
 
 def main() -> None:

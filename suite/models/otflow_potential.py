@@ -7,7 +7,7 @@ N: u0 = σ(K0 s + b0), u_i = u_(i-1) + h σ(K_i u_(i-1) + b_i) (i = 1..nTh-1, h 
 Gradient: back-propagate G_i = ∂(wᵀu_M)/∂u_i by hand. Laplacian over x (exact, no autograd Hessian):
 the Hessian of a composition is Σ_i J_(i-1)ᵀ (Σ_k G_ik ∇²F_ik) J_(i-1) with J_i = ∂u_i/∂x, and
 ∇²F_ik = h σ''(z_ik) K_ikᵀ K_ik, so tr = Σ_k G_0k σ''(z_0k) |K0_k,x|² + h Σ_(i≥1) Σ_k G_ik σ''(z_ik) |K_ik J_(i-1)|².
-The (batch, m, d) Jacobian J is the tensor that sets this model's memory.
+The (batch, m, d) Jacobian J (stored transposed) is the tensor that sets this model's memory.
 """
 
 from __future__ import annotations
@@ -76,11 +76,14 @@ class OTFlowPotential(nn.Module):
             return grad, None
         k0x = self.opening.weight[:, : self.d]  # (m, d)
         trace = ((1 - tanhs[0] ** 2) * backs[0]) @ (k0x * k0x).sum(1)
-        jac = tanhs[0].unsqueeze(2) * k0x.unsqueeze(0)  # J_0 = diag(σ'(z0)) K0 E: (batch, m, d)
+        # J_iᵀ is kept as (batch, d, m) so that K_i J_(i-1) is one (batch·d, m) × (m, m) GEMM: a (m, m) @
+        # (batch, m, d) matmul would broadcast K_i over the batch, and its weight gradient would
+        # materialise (batch, m, m), gigabytes at the paper's shape.
+        jac_t = tanhs[0].unsqueeze(1) * k0x.T.unsqueeze(0)  # J_0ᵀ = (diag(σ'(z0)) K0 E)ᵀ: (batch, d, m)
         for i, layer in enumerate(self.layers, start=1):
-            kj = torch.matmul(layer.weight, jac)  # K_i J_(i-1): (batch, m, d)
-            trace = trace + self.h * (((1 - tanhs[i] ** 2) * backs[i]) * (kj * kj).sum(2)).sum(1)
+            kj_t = jac_t @ layer.weight.T  # (K_i J_(i-1))ᵀ: (batch, d, m)
+            trace = trace + self.h * (((1 - tanhs[i] ** 2) * backs[i]) * (kj_t * kj_t).sum(1)).sum(1)
             if i < len(self.layers):
-                jac = jac + self.h * tanhs[i].unsqueeze(2) * kj
+                jac_t = jac_t + self.h * tanhs[i].unsqueeze(1) * kj_t
         trace = trace + (self.A[:, : self.d] ** 2).sum()
         return grad, trace
