@@ -2,13 +2,14 @@
 
 Shape as FACTS.md's anchors: d = 63, m = 1024, nTh = 2, classical RK4 with 15 steps, batch 512, Adam;
 median of 8 iterations after 3 warm-ups; peak = max_memory_allocated after a reset before each
-iteration (the batch is on the GPU, no resident data set). `python benchmarks/otflow_iteration.py
---device cuda --json out.json`. Numbers are printed, never asserted.
+iteration, minus what was already allocated then (model, Adam state, the batch; no resident data set).
+`python benchmarks/otflow_iteration.py --device cuda --json out.json`. Numbers are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -51,6 +52,7 @@ def one_config(backend, precision, scaling, device, width, batch, steps, warmup=
         for k in range(warmup + repeats):
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
+                resident = torch.cuda.memory_allocated()  # model, optimizer state, the batch
             synchronize(device)
             start = time.perf_counter()
             loss = iteration()
@@ -58,10 +60,11 @@ def one_config(backend, precision, scaling, device, width, batch, steps, warmup=
             if k >= warmup:
                 times.append(time.perf_counter() - start)
                 if device.startswith("cuda"):
-                    peaks.append(torch.cuda.max_memory_allocated() / 2**30)
+                    peaks.append((torch.cuda.max_memory_allocated() - resident) / 2**30)
         with solver.autocast(device):
-            _, saved = saved_for_backward_bytes(
+            probe, saved = saved_for_backward_bytes(
                 lambda: _loss(params, *_costs(solver, field, x, t, params.prior_var, torch.float32)))
+        probe.backward()  # free the probe's graph now, not whenever the garbage collector finds it
     stats = solver.last_stats
     return {"backend": backend, "precision": precision, "scaling": scaling,
             "ms_per_iter": 1e3 * statistics.median(times),
@@ -79,6 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for config in CONFIGS:
+        gc.collect()  # nothing of the previous configuration may count towards this one's peak
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
         try:
             rows.append(one_config(*config, args.device, args.width, args.batch, args.steps))
         except Exception as exc:  # noqa: BLE001 — report the failing configuration and go on
