@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import importlib
+import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -12,7 +14,7 @@ import torch
 from suite.precision import Precision, get_precision
 from suite.registry import Registry
 
-__all__ = ["Capabilities", "AbstractBackend", "AbstractSolver", "BACKENDS", "get_backend"]
+__all__ = ["Capabilities", "AbstractBackend", "AbstractSolver", "AutocastSolver", "BACKENDS", "get_backend"]
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,39 @@ class AbstractSolver(abc.ABC):
         return torch.amp.GradScaler(kind, enabled=self.scaling == "grad")
 
 
+class AutocastSolver(AbstractSolver):
+    """Low precision the way users do it with a third-party solver: torch.autocast around solve and loss."""
+
+    def autocast(self, device):
+        kind = torch.device(device).type
+        dtype = self.precision.autocast_dtype
+        return torch.autocast(kind, enabled=False) if dtype is None else torch.autocast(kind, dtype=dtype)
+
+
 class AbstractBackend(abc.ABC):
     name: str = ""
     caps: Capabilities
     summary: str = ""
+    requires: str | None = None  # the optional package (and extra) a backend needs
+    solver_class: type[AbstractSolver] | None = None
 
     def missing_dependency(self) -> str | None:
         """None when importable; otherwise the reason its cells are unsupported."""
+        if self.requires is None:
+            return None
+        try:
+            importlib.import_module(self.requires)
+        except ImportError:
+            return f"{self.requires} is not installed (pip install 'ctbench[{self.requires}]')"
         return None
 
     def versions(self) -> dict[str, str]:
-        return {}
+        if self.requires is None:
+            return {}
+        try:
+            return {self.requires: importlib.metadata.version(self.requires)}
+        except importlib.metadata.PackageNotFoundError:
+            return {}
 
     def unsupported_reason(
         self, *, method: str, precision: str, scaling: str, device: str, tuple_state: bool = False
@@ -94,9 +118,11 @@ class AbstractBackend(abc.ABC):
             return f"{self.name} does not support tuple states"
         return None
 
-    @abc.abstractmethod
     def solver(self, method: str, precision: str, scaling: str) -> AbstractSolver:
         """A solver bound to one cell's method, precision and scaling."""
+        if self.solver_class is None:
+            raise TypeError(f"backend {self.name} sets no solver_class (this is a bug)")
+        return self.solver_class(method, precision, scaling)
 
 
 BACKENDS: Registry[AbstractBackend] = Registry("backend")

@@ -34,10 +34,9 @@ class EngineBackend(AbstractBackend):
         gradient="discretize-then-optimize (discrete adjoint, recomputed per step)",
     )
 
+    solver_class = EngineSolver
+
     def versions(self) -> dict[str, str]:
         import suite
 
         return {"ctbench-engine": suite.__version__}
-
-    def solver(self, method, precision, scaling):
-        return EngineSolver(method, precision, scaling)

@@ -9,11 +9,10 @@ solver registry as a fixed-grid solver driven by our Butcher tableau, never subs
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
 import torch
 
-from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
+from suite.backends._base import BACKENDS, AbstractBackend, AutocastSolver, Capabilities
 from suite.engine import get_method
 from suite.engine._step import combine
 
@@ -63,15 +62,8 @@ def torchdiffeq_method(method: str) -> str:
     raise ValueError(f"torchdiffeq backend: no tableau for method {method!r}")
 
 
-class TorchdiffeqSolver(AbstractSolver):
+class TorchdiffeqSolver(AutocastSolver):
     adjoint = False
-
-    def autocast(self, device):
-        kind = torch.device(device).type
-        dtype = self.precision.autocast_dtype
-        if dtype is None:
-            return torch.autocast(kind, enabled=False)
-        return torch.autocast(kind, dtype=dtype)
 
     def odeint(self, func, y0, t, params=None):
         tdq = _torchdiffeq()
@@ -90,7 +82,8 @@ class TorchdiffeqAdjointSolver(TorchdiffeqSolver):
 
 
 class _TorchdiffeqBase(AbstractBackend):
-    solver_class: type[TorchdiffeqSolver] = TorchdiffeqSolver
+    requires = "torchdiffeq"
+    solver_class = TorchdiffeqSolver
 
     caps = Capabilities(
         methods=frozenset({*_NATIVE, *_TABLEAU_METHODS}),
@@ -98,22 +91,6 @@ class _TorchdiffeqBase(AbstractBackend):
         scalings=frozenset({"none", "grad"}),
         notes=("low precision through torch.autocast; the state stays in y0's dtype",),
     )
-
-    def missing_dependency(self) -> str | None:
-        try:
-            _torchdiffeq()
-        except ImportError:
-            return "torchdiffeq is not installed (pip install 'ctbench[torchdiffeq]')"
-        return None
-
-    def versions(self) -> dict[str, str]:
-        try:
-            return {"torchdiffeq": importlib.metadata.version("torchdiffeq")}
-        except importlib.metadata.PackageNotFoundError:
-            return {}
-
-    def solver(self, method, precision, scaling):
-        return self.solver_class(method, precision, scaling)
 
 
 @BACKENDS.register_instance("torchdiffeq")

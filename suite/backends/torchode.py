@@ -12,11 +12,10 @@ step can appear). Optional dependency: `pip install 'ctbench[torchode]'`; withou
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 
 import torch
 
-from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
+from suite.backends._base import BACKENDS, AbstractBackend, AutocastSolver, Capabilities
 from suite.engine import METHODS, get_method
 
 _STEP_CLASSES: dict[str, type] = {}
@@ -64,12 +63,7 @@ def _landing_times(t: torch.Tensor) -> tuple[torch.Tensor, float]:
     return torch.tensor(times, dtype=torch.float64), dt
 
 
-class TorchodeSolver(AbstractSolver):
-    def autocast(self, device):
-        kind = torch.device(device).type
-        dtype = self.precision.autocast_dtype
-        return torch.autocast(kind, enabled=False) if dtype is None else torch.autocast(kind, dtype=dtype)
-
+class TorchodeSolver(AutocastSolver):
     def odeint(self, func, y0, t, params=None):
         to = _torchode()
         is_tuple = isinstance(y0, tuple)
@@ -115,6 +109,8 @@ class TorchodeSolver(AbstractSolver):
 @BACKENDS.register_instance("torchode")
 class TorchodeBackend(AbstractBackend):
     name = "torchode"
+    requires = "torchode"
+    solver_class = TorchodeSolver
     summary = "torchode fixed steps (FixedStepController), AutoDiffAdjoint: backprop through the steps"
     caps = Capabilities(
         methods=frozenset(METHODS.names()),
@@ -123,19 +119,3 @@ class TorchodeBackend(AbstractBackend):
         gradient="discretize-then-optimize (autograd through the steps)",
         notes=("low precision through torch.autocast; state flattened to (batch, features)",),
     )
-
-    def missing_dependency(self) -> str | None:
-        try:
-            _torchode()
-        except ImportError:
-            return "torchode is not installed (pip install 'ctbench[torchode]')"
-        return None
-
-    def versions(self) -> dict[str, str]:
-        try:
-            return {"torchode": importlib.metadata.version("torchode")}
-        except importlib.metadata.PackageNotFoundError:
-            return {}
-
-    def solver(self, method, precision, scaling):
-        return TorchodeSolver(method, precision, scaling)
