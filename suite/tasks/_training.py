@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss"]
+__all__ = ["IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver"]
 
 
 class IterationPeak:
@@ -68,3 +68,12 @@ def check_finite_loss(loss: torch.Tensor, iteration: int) -> None:
     value = float(loss.detach())
     if not math.isfinite(value):
         raise NonFiniteResult(f"training loss became {value} at iteration {iteration}")
+
+
+def evaluation_solver(ctx):
+    """The engine at full precision (fp32, or fp64 for fp64 cells) on the cell's tableau: evaluations that
+    must be comparable across every backend and precision of a task use this one solver."""
+    from suite.backends import get_backend
+
+    full = "fp64" if ctx.precision.master == torch.float64 else "fp32"
+    return get_backend("engine").solver(ctx.method, full, "none")

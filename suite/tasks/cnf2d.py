@@ -15,12 +15,17 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from suite.backends import get_backend
 from suite.data.toy2d import TOY2D, sample_toy2d
 from suite.measure import Stopwatch
 from suite.models.cnf_hypernet import HyperNetField
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import IterationPeak, check_finite_loss, mmd, saved_for_backward_bytes
+from suite.tasks._training import (
+    IterationPeak,
+    check_finite_loss,
+    evaluation_solver,
+    mmd,
+    saved_for_backward_bytes,
+)
 
 _SCALE = {"scale": True}
 
@@ -117,7 +122,7 @@ class CNF2D(AbstractTask):
 
     def _evaluate(self, params: CNF2DParams, ctx: CellContext, field, gen) -> dict[str, float]:
         device, master = ctx.device, ctx.precision.master
-        fp32 = get_backend("engine").solver(ctx.method, "fp32" if master == torch.float32 else "fp64", "none")
+        fp32 = evaluation_solver(ctx)
         t_fwd = torch.linspace(params.t1, params.t0, ctx.steps + 1, dtype=master, device=device)
         t_rev = t_fwd.flip(0)
         x_val = sample_toy2d(params.dataset, params.val_batch, gen, dtype=master, device=device)

@@ -14,12 +14,17 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from suite.backends import get_backend
 from suite.data.bsds300 import load_bsds300
 from suite.measure import Stopwatch
 from suite.models.otflow_potential import OTFlowPotential
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import IterationPeak, check_finite_loss, mmd, saved_for_backward_bytes
+from suite.tasks._training import (
+    IterationPeak,
+    check_finite_loss,
+    evaluation_solver,
+    mmd,
+    saved_for_backward_bytes,
+)
 
 _SCALE = {"scale": True}
 
@@ -159,7 +164,7 @@ class OTFlowBSDS300(AbstractTask):
     def _evaluate(self, params, ctx, field, val, t_val, gen) -> dict[str, float]:
         """Final validation in fp32 with the engine on the cell's tableau (comparable across cells)."""
         master = ctx.precision.master
-        fp32 = get_backend("engine").solver(ctx.method, "fp32" if master == torch.float32 else "fp64", "none")
+        fp32 = evaluation_solver(ctx)
         rows = val[: params.val_batch]
         with torch.no_grad():
             nll, transport, hjb = _costs(fp32, field, rows, t_val, params.prior_var, master)
