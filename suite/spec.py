@@ -18,7 +18,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from suite.backends import BACKENDS
-from suite.engine import METHODS
 from suite.precision import PRECISIONS
 from suite.scaling import SCALINGS
 from suite.tasks import TASKS, TaskParams, scale_fields
@@ -27,7 +26,12 @@ __all__ = ["SpecError", "TaskSpec", "Cell", "load_spec", "spec_files", "SPEC_DIR
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 REQUIRED_PROFILES = ("smoke", "paper")
-AXES = ("variant", "backend", "precision", "scaling", "seed")
+AXES = ("variant", "backend", "method", "steps", "precision", "scaling", "seed")
+
+
+def known_methods() -> list[str]:
+    """Every method some backend declares (ODE tableaux and SDE schemes)."""
+    return sorted(set().union(*(b.caps.methods for _, b in BACKENDS.items())))
 
 
 class SpecError(ValueError):
@@ -51,6 +55,14 @@ def _check_names(values: list[str], registry, axis: str) -> list[str]:
     return values
 
 
+def _check_methods(values: list[str]) -> list[str]:
+    allowed = known_methods()
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(allowed)}")
+    return values
+
+
 class SolverSpec(_Strict):
     method: str
     steps: int = Field(gt=0)
@@ -58,7 +70,7 @@ class SolverSpec(_Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        return _check_names([v], METHODS, "method")[0]
+        return _check_methods([v])[0]
 
 
 class MatrixSpec(_Strict):
@@ -67,7 +79,21 @@ class MatrixSpec(_Strict):
     precision: list[str] = Field(min_length=1)
     scaling: list[str] = Field(min_length=1)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    method: list[str] | None = Field(None, min_length=1, description="default: [solver.method]")
+    steps: list[int] | None = Field(None, min_length=1, description="default: [solver.steps]")
     exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(default_factory=list)
+
+    @field_validator("method")
+    @classmethod
+    def _methods(cls, v):
+        return v if v is None else _check_methods(v)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v):
+        if v is not None and any(n < 1 for n in v):
+            raise ValueError(f"steps must be positive integers, got {v}")
+        return v
 
     @field_validator("backend")
     @classmethod
@@ -131,7 +157,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         return "/".join(
-            [self.task, self.variant, self.backend, self.method, self.precision, self.scaling,
+            [self.task, self.variant, self.backend, self.method, f"N={self.steps}", self.precision, self.scaling,
              f"seed={self.seed}", self.profile]
         )
 
@@ -151,12 +177,12 @@ class TaskSpec:
         merged = {**self.file.params, **self.file.variants[variant], **self.file.profiles[profile].params}
         return task.Params(**merged)
 
-    def spec_hash(self, variant: str, profile: str) -> str:
-        """Hash of what determines a cell's numbers: the resolved params and the solver, not the matrix."""
+    def spec_hash(self, variant: str, profile: str, method: str, steps: int) -> str:
+        """Hash of what determines a cell's numbers: the resolved params, method and steps."""
         payload = {
             "task": self.task,
             "params": self.params_for(variant, profile).model_dump(mode="json"),
-            "solver": self.file.solver.model_dump(),
+            "solver": {"method": method, "steps": steps},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -257,7 +283,7 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
             problems.append(("matrix.variant", f"unknown variant {v!r}; defined: {', '.join(f.variants)}"))
     axis_values = {
         "variant": list(f.variants), "backend": BACKENDS.names(), "precision": PRECISIONS.names(),
-        "scaling": SCALINGS.names(),
+        "scaling": SCALINGS.names(), "method": known_methods(),
     }
     rule_sets = [("matrix.exclude", f.matrix.exclude)]
     rule_sets += [(f"profiles.{name}.exclude", prof.exclude) for name, prof in f.profiles.items()]
@@ -276,10 +302,11 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
                                          f"unknown {axis} {v!r}; allowed: {', '.join(axis_values[axis])}"))
     problems = list(dict.fromkeys(problems))  # the same base-params problem shows once
     if not problems:
-        supported_by = [b for b in f.matrix.backend if f.solver.method in BACKENDS.get(b).caps.methods]
-        if not supported_by:
-            problems.append(("solver.method", f"method {f.solver.method!r} is supported by none of the matrix's "
-                             f"backends ({', '.join(f.matrix.backend)})"))
+        for method in f.matrix.method or [f.solver.method]:
+            if not any(method in BACKENDS.get(b).caps.methods for b in f.matrix.backend):
+                where = "matrix.method" if f.matrix.method else "solver.method"
+                problems.append((where, f"method {method!r} is supported by none of the matrix's "
+                                 f"backends ({', '.join(f.matrix.backend)})"))
         for pname in f.profiles:
             if not expand(spec, pname):
                 problems.append(("matrix", f"the exclusions remove every cell (profile {pname})"))
@@ -310,19 +337,20 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
     prof = f.profiles[profile]
     seeds = prof.seed if prof.seed is not None else f.matrix.seed
     cells = []
-    hashes: dict[str, str] = {}
-    for variant, backend, precision, scaling, seed in itertools.product(
-        f.matrix.variant, f.matrix.backend, f.matrix.precision, f.matrix.scaling, seeds
+    methods = f.matrix.method or [f.solver.method]
+    steps_list = f.matrix.steps or [f.solver.steps]
+    for variant, backend, method, steps, precision, scaling, seed in itertools.product(
+        f.matrix.variant, f.matrix.backend, methods, steps_list, f.matrix.precision, f.matrix.scaling, seeds
     ):
-        axes = {"variant": variant, "backend": backend, "precision": precision, "scaling": scaling, "seed": seed}
+        axes = {"variant": variant, "backend": backend, "method": method, "steps": steps, "precision": precision,
+                "scaling": scaling, "seed": seed}
         if _excluded(axes, f.matrix.exclude) or _excluded(axes, prof.exclude):
             continue
-        if variant not in hashes:
-            hashes[variant] = spec.spec_hash(variant, profile)
         cells.append(Cell(
-            task=f.task, variant=variant, backend=backend, method=f.solver.method, steps=f.solver.steps,
+            task=f.task, variant=variant, backend=backend, method=method, steps=steps,
             precision=precision, scaling=scaling, seed=seed, profile=profile, device=prof.device,
-            params=spec.params_for(variant, profile), spec_hash=hashes[variant], timeout_s=prof.timeout_s,
+            params=spec.params_for(variant, profile), spec_hash=spec.spec_hash(variant, profile, method, steps),
+            timeout_s=prof.timeout_s,
         ))
     return cells
 
