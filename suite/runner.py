@@ -93,7 +93,7 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
                      "traceback": None}
     reason = _device_problem(cell.device) or _precision_problem(cell) or backend.unsupported_reason(
         method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
-        tuple_state=task.tuple_state,
+        tuple_state=task.tuple_state, kind=task.kind,
     )
     if reason:
         return {**outcome, "status": Status.UNSUPPORTED.value, "reason": reason}

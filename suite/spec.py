@@ -31,7 +31,7 @@ AXES = ("variant", "backend", "method", "steps", "precision", "scaling", "seed")
 
 def known_methods() -> list[str]:
     """Every method some backend declares (ODE tableaux and SDE schemes)."""
-    return sorted(set().union(*(b.caps.methods for _, b in BACKENDS.items())))
+    return sorted(set().union(*(b.caps.methods | b.caps.sde_methods for _, b in BACKENDS.items())))
 
 
 class SpecError(ValueError):
@@ -303,7 +303,7 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
     problems = list(dict.fromkeys(problems))  # the same base-params problem shows once
     if not problems:
         for method in f.matrix.method or [f.solver.method]:
-            if not any(method in BACKENDS.get(b).caps.methods for b in f.matrix.backend):
+            if not any(method in BACKENDS.get(b).caps.for_kind(TASKS.get(f.task).kind)[0] for b in f.matrix.backend):
                 where = "matrix.method" if f.matrix.method else "solver.method"
                 problems.append((where, f"method {method!r} is supported by none of the matrix's "
                                  f"backends ({', '.join(f.matrix.backend)})"))

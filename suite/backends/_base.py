@@ -28,10 +28,18 @@ class Capabilities:
     tuple_states: bool = True
     gradient: str = "discretize-then-optimize"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    sde_methods: frozenset[str] = frozenset()  # SDE schemes, for tasks of kind "sde"
+    sde_scalings: frozenset[str] = frozenset({"none"})
+
+    def for_kind(self, kind: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(methods, scalings) a backend offers for ODE or SDE tasks."""
+        return (self.methods, self.scalings) if kind == "ode" else (self.sde_methods, self.sde_scalings)
 
 
-class AbstractSolver(abc.ABC):
+class AbstractSolver:
     """A backend bound to one cell's method, precision and scaling."""
+
+    naive_adjoint = False  # True for estimators known to converge to the wrong gradient (shown, not hidden)
 
     def __init__(self, method: str, precision: str | Precision, scaling: str) -> None:
         self.method = method
@@ -39,7 +47,6 @@ class AbstractSolver(abc.ABC):
         self.scaling = scaling
         self.last_stats: dict | None = None
 
-    @abc.abstractmethod
     def odeint(
         self,
         func: Callable,
@@ -48,6 +55,11 @@ class AbstractSolver(abc.ABC):
         params: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Integrate on the grid t; return the trajectory stacked over t (torchdiffeq's convention)."""
+        raise TypeError(f"{type(self).__name__} does not integrate ODEs (the runner should have said unsupported)")
+
+    def sdeint(self, problem, y0: torch.Tensor, t: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
+        """Integrate the SDE `problem` on the grid t with the Brownian increments dw (SDE backends only)."""
+        raise TypeError(f"{type(self).__name__} does not integrate SDEs (the runner should have said unsupported)")
 
     def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
         """The autocast region a training loop should put *around the solve and the loss*.
@@ -98,22 +110,28 @@ class AbstractBackend(abc.ABC):
             return {}
 
     def unsupported_reason(
-        self, *, method: str, precision: str, scaling: str, device: str, tuple_state: bool = False
+        self, *, method: str, precision: str, scaling: str, device: str, tuple_state: bool = False,
+        kind: str = "ode",
     ) -> str | None:
         """Why this backend cannot run the combination, or None. Costs no compute."""
         missing = self.missing_dependency()
         if missing:
             return missing
         caps = self.caps
+        methods, scalings = caps.for_kind(kind)
+        if not methods:
+            return f"{self.name} does not integrate {kind.upper()}s"
         checks = (
-            (method, caps.methods, "method"),
+            (method, methods, "method"),
             (precision, caps.precisions, "precision"),
-            (scaling, caps.scalings, "scaling"),
+            (scaling, scalings, "scaling"),
             (device, caps.devices, "device"),
         )
+        suffix = " for SDEs" if kind == "sde" else ""
         for value, allowed, axis in checks:
             if value not in allowed:
-                return f"{self.name} does not support {axis} {value!r} (supports: {', '.join(sorted(allowed))})"
+                return (f"{self.name} does not support {axis} {value!r}{suffix} "
+                        f"(supports: {', '.join(sorted(allowed))})")
         if tuple_state and not caps.tuple_states:
             return f"{self.name} does not support tuple states"
         return None

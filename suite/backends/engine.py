@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
-from suite.engine import ENGINE_SCALINGS, METHODS, SolveStats, odeint
+from suite.engine import ENGINE_SCALINGS, METHODS, SDE_METHODS, SolveStats, odeint, sdeint
 from suite.precision import PRECISIONS
 
 
@@ -17,6 +17,11 @@ class EngineSolver(AbstractSolver):
             func, y0, t, method=self.method, precision=self.precision, scaling=self.scaling,
             params=params, stats=stats,
         )
+
+    def sdeint(self, problem, y0, t, dw):
+        drift = problem.drift_for(SDE_METHODS[self.method])
+        return sdeint(drift, problem.diffusion, y0, t, dw, method=self.method, noise=problem.noise,
+                      precision=self.precision)
 
     def autocast(self, device):
         # The engine's policy is explicit; make sure an outer region cannot change the loss either.
@@ -31,7 +36,8 @@ class EngineBackend(AbstractBackend):
         methods=frozenset(METHODS.names()),
         precisions=frozenset(PRECISIONS.names()),
         scalings=frozenset(ENGINE_SCALINGS),
-        gradient="discretize-then-optimize (discrete adjoint, recomputed per step)",
+        gradient="discretize-then-optimize (discrete adjoint, recomputed per step; SDEs: autograd through steps)",
+        sde_methods=frozenset(SDE_METHODS),
     )
 
     solver_class = EngineSolver

@@ -2,11 +2,11 @@
 
 from suite.engine._odeint import ENGINE_SCALINGS, odeint
 from suite.engine._scaler import ScalerExhausted
-from suite.engine._sde import NOISE_TYPES, SDE_METHODS, sdeint
+from suite.engine._sde import NOISE_TYPES, SDE_METHODS, SDEProblem, sdeint
 from suite.engine._stats import SolveStats
 from suite.engine._tableau import METHODS, ButcherTableau, get_method
 
 __all__ = [
     "odeint", "sdeint", "SolveStats", "ScalerExhausted", "ButcherTableau", "METHODS", "get_method", "ENGINE_SCALINGS",
-    "SDE_METHODS", "NOISE_TYPES",
+    "SDE_METHODS", "NOISE_TYPES", "SDEProblem",
 ]

@@ -15,15 +15,38 @@ Noise types (shapes for a state of shape (batch, d) and increments of shape (N, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from suite.precision import Precision, get_precision, tf32_mode
 
-__all__ = ["sdeint", "SDE_METHODS", "NOISE_TYPES"]
+__all__ = ["sdeint", "SDE_METHODS", "NOISE_TYPES", "SDEProblem"]
 
 SDE_METHODS = {"euler-maruyama": "ito", "heun": "stratonovich"}
 NOISE_TYPES = ("diagonal", "additive", "general")
+
+
+@dataclass(frozen=True)
+class SDEProblem:
+    """An Itô SDE dX = f dt + g dW with diagonal noise, and ∂g_i/∂x_i for its Stratonovich form.
+
+    The Stratonovich SDE with the same solution has drift f - ½ g ⊙ ∂g/∂x (diagonal noise); schemes that
+    solve Stratonovich SDEs (Heun, midpoint, reversible Heun) must be given that drift.
+    """
+
+    drift: Callable
+    diffusion: Callable
+    diffusion_dx: Callable
+    noise: str = "diagonal"
+
+    def stratonovich_drift(self, t, x):
+        return self.drift(t, x) - 0.5 * self.diffusion(t, x) * self.diffusion_dx(t, x)
+
+    def drift_for(self, sde_type: str) -> Callable:
+        if sde_type not in ("ito", "stratonovich"):
+            raise ValueError(f"sde_type {sde_type!r}; allowed: ito, stratonovich")
+        return self.drift if sde_type == "ito" else self.stratonovich_drift
 
 
 def _low_precision_call(fn: Callable, precision: Precision) -> Callable:

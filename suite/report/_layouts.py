@@ -116,3 +116,23 @@ def otflow_table(frame: pd.DataFrame) -> pd.DataFrame:
         out.update({label: cell_text(row, col, fmt) for label, (col, fmt) in columns.items()})
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+@LAYOUTS.register("sde-adjoint-bias")
+def sde_bias_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Like the slide: estimator × problem, estimate ± s.e. at the finest step count, reference, bias."""
+    rows = []
+    for _, row in _sorted(frame).iterrows():
+        est = cell_text(row, "metric:grad_estimate", "{:.4f}")
+        if row["status"] == "ok":
+            est += " ± " + cell_text(row, "metric:grad_stderr", "{:.4f}")
+        rows.append({
+            "problem": row["variant"], "estimator": f"{row['backend']} ({row['method']})",
+            "precision": row["precision"], "N": int(row["steps"]), "estimate ± s.e.": est,
+            "converges to": cell_text(row, "metric:grad_expected", "{:.4f}"),
+            "reference": cell_text(row, "metric:grad_reference", "{:.4f}"),
+            "bias": cell_text(row, "metric:bias", "{:+.4f}"),
+        })
+    table = pd.DataFrame(rows)
+    finest = table.groupby(["problem", "estimator", "precision"])["N"].transform("max")
+    return table[table["N"] == finest].reset_index(drop=True)

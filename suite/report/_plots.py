@@ -100,3 +100,31 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return [target]
+
+
+@PLOTS.register("sde-adjoint-bias")
+def sde_bias_convergence(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
+    """Estimates ± 2 s.e. against the number of steps N, per problem; the reference as a line."""
+    plt = _pyplot()
+    cells = frame[frame["status"] == "ok"]
+    if cells.empty:
+        return []
+    problems = list(dict.fromkeys(cells["variant"]))
+    fig, axes = plt.subplots(1, len(problems), figsize=(6.0 * len(problems), 4.2), squeeze=False)
+    for ax, problem in zip(axes[0], problems):
+        sub = cells[cells["variant"] == problem]
+        for (backend, method, precision), g in sub.groupby(["backend", "method", "precision"], sort=False):
+            g = g.sort_values("steps")
+            ax.errorbar(g["steps"], g["metric:grad_estimate"], yerr=2 * g["metric:grad_stderr"], marker="o",
+                        ms=3, capsize=2, label=f"{backend} ({method}, {precision})")
+        ax.axhline(sub["metric:grad_reference"].iloc[0], color="black", lw=1, ls="--", label="reference")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("steps N")
+        ax.set_ylabel("dJ/dx0 estimate (± 2 s.e.)")
+        ax.set_title(f"sde-adjoint-bias: {problem}")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    target = out_dir / "sde-adjoint-bias-convergence.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return [target]

@@ -101,6 +101,7 @@ class AbstractTask(abc.ABC):
     Params: ClassVar[type[TaskParams]]
     metric_names: ClassVar[tuple[str, ...]]
     tuple_state: ClassVar[bool] = False
+    kind: ClassVar[str] = "ode"  # "ode" or "sde": which backend capabilities the task needs
     summary: ClassVar[str] = ""
 
     @abc.abstractmethod
