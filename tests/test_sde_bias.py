@@ -49,7 +49,7 @@ def test_increments_are_shared_by_seed_and_step_count():
 
 
 def _cell(variant, backend, method, precision="fp64"):
-    params = SDEBiasParams(problem=variant, paths=2000, reference_paths=4000, reference_steps=64)
+    params = SDEBiasParams(problem=variant, paths=2000, reference_paths=4000, reference_steps=512)
     return Cell(task="sde-adjoint-bias", variant=variant, backend=backend, method=method, steps=16,
                 precision=precision, scaling="none", seed=0, profile="smoke", device="cpu", params=params,
                 spec_hash="t")
