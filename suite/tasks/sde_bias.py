@@ -72,7 +72,7 @@ MAX_DROPPED_FRACTION = 1e-3
 
 
 @functools.lru_cache(maxsize=8)
-def cev_reference(params: SDEBiasParams) -> tuple[float, float, int]:
+def cev_reference(params: SDEBiasParams, device: str = "cpu") -> tuple[float, float, int]:
     """(estimate, standard error, paths dropped) of dJ/dx0 for CEV: float64 DTO Euler-Maruyama, fine grid.
 
     Euler-Maruyama is known to diverge for superlinear diffusions (Hutzenthaler, Jentzen & Kloeden 2011):
@@ -83,9 +83,9 @@ def cev_reference(params: SDEBiasParams) -> tuple[float, float, int]:
     grads = []
     for start in range(0, params.reference_paths, chunk):
         n = min(chunk, params.reference_paths - start)
-        dw = increments(params.reference_steps, n, params.T, seed=10_000 + start)
-        t = torch.linspace(0.0, params.T, params.reference_steps + 1, dtype=torch.float64)
-        x0 = torch.full((n, 1), params.x0, dtype=torch.float64, requires_grad=True)
+        dw = increments(params.reference_steps, n, params.T, seed=10_000 + start).to(device)
+        t = torch.linspace(0.0, params.T, params.reference_steps + 1, dtype=torch.float64, device=device)
+        x0 = torch.full((n, 1), params.x0, dtype=torch.float64, device=device, requires_grad=True)
         final = sdeint(problem.drift, problem.diffusion, x0, t, dw, precision="fp64")[-1]
         (g,) = torch.autograd.grad(final.sum(), x0)
         grads.append(g.squeeze(1))
@@ -105,11 +105,11 @@ class SDEAdjointBias(AbstractTask):
     )
     summary = "dJ/dx0 of E[X_T] for GBM and CEV: DTO vs naive and corrected OTD, against exact references"
 
-    def reference(self, params: SDEBiasParams) -> dict[str, float]:
+    def reference(self, params: SDEBiasParams, device: str = "cpu") -> dict[str, float]:
         if params.problem == "gbm":
             gbm = GBM(params.mu, params.sigma, params.T, params.x0)
             return {"grad_reference": gbm.gradient(), "naive_limit": gbm.naive_adjoint_limit()}
-        estimate, stderr, dropped = cev_reference(params)
+        estimate, stderr, dropped = cev_reference(params, device)
         if dropped > MAX_DROPPED_FRACTION * params.reference_paths:
             raise NonFiniteResult(
                 f"the CEV reference lost {dropped} of {params.reference_paths} Euler paths to explosion "
@@ -125,7 +125,7 @@ class SDEAdjointBias(AbstractTask):
         estimate = float(grads.mean())
         if not math.isfinite(estimate):
             raise NonFiniteResult(f"the gradient estimate is {estimate} (paths went inf/NaN in {ctx.precision.name})")
-        reference = self.reference(params)
+        reference = self.reference(params, str(ctx.device))
         truth = reference["grad_reference"]
         ctx.timing.update(timing)
         ctx.extra["sde_type"] = SDE_METHODS.get(ctx.method, "ito")
