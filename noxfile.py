@@ -26,7 +26,7 @@ def _install(session: nox.Session, extras: str) -> None:
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
     """pytest on CPU (no GPU needed). Slow tests: `nox -s tests -- -m slow`."""
-    _install(session, "torchdiffeq,torchode,test")
+    _install(session, "torchdiffeq,torchode,torchsde,test")
     session.run("pytest", *session.posargs)
 
 
@@ -42,7 +42,7 @@ def bench(session: nox.Session) -> None:
 
     Extra arguments go to `ctbench run`, e.g. `nox -s bench -- --profile paper --device cuda`.
     """
-    _install(session, "torchdiffeq,torchode")
+    _install(session, "torchdiffeq,torchode,torchsde")
     run_dir = os.path.join("results", f"bench-{_stamp()}")
     session.run("ctbench", "validate")
     # --report builds reports/<run-id>/ even when some cells failed; the exit code still says so.
@@ -59,7 +59,7 @@ def perf(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def report(session: nox.Session) -> None:
     """Rebuild a report: `nox -s report -- results/<run-id>`."""
-    _install(session, "torchdiffeq,torchode")
+    _install(session, "torchdiffeq,torchode,torchsde")
     session.run("ctbench", "report", *session.posargs)
 
 

@@ -72,3 +72,29 @@ def test_sde_backends_refuse_ode_tasks_and_vice_versa():
     reason = get_backend("torchdiffeq").unsupported_reason(method="euler-maruyama", precision="fp64",
                                                             scaling="none", device="cpu", kind="sde")
     assert reason == "torchdiffeq does not integrate SDEs"
+
+
+TORCHSDE = [("torchsde", "euler"), ("torchsde", "midpoint"), ("torchsde-adjoint", "euler"),
+            ("torchsde-adjoint", "reversible_heun")]
+
+
+@pytest.mark.parametrize(("backend", "method"), TORCHSDE)
+def test_torchsde_estimators_on_gbm_converge_to_the_truth(backend, method):
+    pytest.importorskip("torchsde")
+    params = SDEBiasParams(problem="gbm", paths=30_000)
+    dw = increments(64, params.paths, params.T, seed=2)
+    solver = get_backend(backend).solver(method, "fp64", "none")
+    grads, _ = pathwise_gradients(solver, sde_problem(params), params, dw, "cpu", torch.float64)
+    se = float(grads.std()) / math.sqrt(grads.numel())
+    assert abs(float(grads.mean()) - GBM().gradient()) < 4 * se
+
+
+def test_torchsde_sees_exactly_the_same_paths_as_the_engine():
+    pytest.importorskip("torchsde")
+    params = SDEBiasParams(problem="gbm", paths=500)
+    dw = increments(32, params.paths, params.T, seed=3)
+    ours, _ = pathwise_gradients(get_backend("engine").solver("euler-maruyama", "fp64", "none"),
+                                 sde_problem(params), params, dw, "cpu", torch.float64)
+    theirs, _ = pathwise_gradients(get_backend("torchsde").solver("euler", "fp64", "none"),
+                                   sde_problem(params), params, dw, "cpu", torch.float64)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
