@@ -41,6 +41,11 @@ class AbstractSolver:
 
     naive_adjoint = False  # True for estimators known to converge to the wrong gradient (shown, not hidden)
 
+    @property
+    def sde_type(self) -> str | None:
+        """'ito' or 'stratonovich': which SDE the cell's method solves (None for ODE-only solvers)."""
+        return None
+
     def __init__(self, method: str, precision: str | Precision, scaling: str) -> None:
         self.method = method
         self.precision = get_precision(precision)

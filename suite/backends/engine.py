@@ -18,6 +18,10 @@ class EngineSolver(AbstractSolver):
             params=params, stats=stats,
         )
 
+    @property
+    def sde_type(self):
+        return SDE_METHODS.get(self.method)
+
     def sdeint(self, problem, y0, t, dw):
         drift = problem.drift_for(SDE_METHODS[self.method])
         return sdeint(drift, problem.diffusion, y0, t, dw, method=self.method, noise=problem.noise,

@@ -61,6 +61,7 @@ class _StratonovichAdjoint(torch.autograd.Function):
 class OTDSolver(AbstractSolver):
     corrected = False
     naive_adjoint = True
+    sde_type = "ito"  # the forward pass; the adjoint is solved as a Stratonovich SDE
 
     def sdeint(self, problem, y0, t, dw):
         if problem.noise != "diagonal":

@@ -75,12 +75,15 @@ class _TorchsdeModule(torch.nn.Module):
 class TorchsdeSolver(AbstractSolver):
     adjoint = False
 
+    @property
+    def sde_type(self):
+        return SDE_TYPE.get(self.method)
+
     def sdeint(self, problem, y0, t, dw):
         torchsde = importlib.import_module("torchsde")
         if problem.noise != "diagonal":
             raise ValueError(f"the torchsde adapter handles diagonal noise, got {problem.noise!r}")
-        sde_type = SDE_TYPE[self.method]
-        module = _TorchsdeModule(problem.drift_for(sde_type), problem.diffusion, sde_type)
+        module = _TorchsdeModule(problem.drift_for(self.sde_type), problem.diffusion, self.sde_type)
         dtype = self.precision.compute
         t, dw, y0 = t.to(dtype), dw.to(dtype), y0.to(dtype)
         bm = _grid_brownian(t, dw)

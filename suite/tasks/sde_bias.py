@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from suite.engine import SDE_METHODS, SDEProblem, sdeint
+from suite.engine import SDEProblem, sdeint
 from suite.measure import Stopwatch
 from suite.references.gbm import GBM
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
@@ -128,7 +128,7 @@ class SDEAdjointBias(AbstractTask):
         reference = self.reference(params, str(ctx.device))
         truth = reference["grad_reference"]
         ctx.timing.update(timing)
-        ctx.extra["sde_type"] = SDE_METHODS.get(ctx.method, "ito")
+        ctx.extra["sde_type"] = ctx.solver.sde_type
         ctx.extra["reference"] = ("closed form" if params.problem == "gbm" else
                                   f"float64 DTO Euler-Maruyama, {params.reference_paths} paths, "
                                   f"{params.reference_steps} steps (no closed form); "
