@@ -7,7 +7,14 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver"]
+from suite.measure import Stopwatch
+
+__all__ = [
+    "IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver", "TrainingLoop",
+    "SCALE",
+]
+
+SCALE = {"scale": True}  # json_schema_extra of a task parameter that a profile may change
 
 
 class IterationPeak:
@@ -77,3 +84,66 @@ def evaluation_solver(ctx):
 
     full = "fp64" if ctx.precision.master == torch.float64 else "fp32"
     return get_backend("engine").solver(ctx.method, full, "none")
+
+
+class TrainingLoop:
+    """The training iteration every task runs the same way, so their timings and memory mean the same.
+
+    Per iteration: the cell's deadline, a timed forward (bytes kept for backward measured on the first
+    one), a finite-loss check that names the iteration, a timed scaled backward, optional unscale + grad-norm
+    clip, the optimizer step through the cell's GradScaler, `after_step` (schedules, clamps), then the
+    per-iteration CUDA peak; `on_iteration_end(it)` runs outside the timed region (validation).
+    """
+
+    def __init__(self, ctx, optimizer, grad_clip: float | None = None, after_step=None, on_iteration_end=None):
+        self.ctx, self.optimizer = ctx, optimizer
+        self.grad_clip, self.after_step, self.on_iteration_end = grad_clip, after_step, on_iteration_end
+        self.scaler = ctx.solver.grad_scaler(ctx.device)
+        self.watch = Stopwatch(ctx.device)
+        self.peak = IterationPeak(ctx.device)
+        self.saved_mib = math.nan
+
+    def _parameters(self):
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _iteration(self, it: int, forward: Callable[[], torch.Tensor]) -> None:
+        ctx, watch = self.ctx, self.watch
+        self.peak.start()
+        with watch("iter_s"):
+            with watch("fwd_s"), ctx.solver.autocast(ctx.device):
+                if it == 0:
+                    loss, nbytes = saved_for_backward_bytes(forward)
+                    self.saved_mib = nbytes / 2**20
+                else:
+                    loss = forward()
+            check_finite_loss(loss, it)
+            with watch("bwd_s"):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self._parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.after_step is not None:
+                self.after_step()
+        self.peak.stop()
+
+    def run(self, iterations: int, make_forward: Callable[[int], Callable[[], torch.Tensor]]) -> dict[str, float]:
+        """Run the iterations; return fwd_s, bwd_s, iter_s (medians), total_s, iters_done,
+        saved_for_backward_mib, and peak_mem_gib on CUDA (a CPU has no per-cell allocator peak)."""
+        total = Stopwatch(self.ctx.device)
+        with total("total_s"):
+            for it in range(iterations):
+                self.ctx.check_deadline()
+                self._iteration(it, make_forward(it))
+                if self.on_iteration_end is not None:
+                    self.on_iteration_end(it)
+                self.ctx.report_progress(0.9 * (it + 1) / iterations)
+        if self.ctx.solver.last_stats is not None:
+            self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
+        metrics = {**self.watch.median(), "total_s": total.total()["total_s"], "iters_done": float(iterations),
+                   "saved_for_backward_mib": self.saved_mib}
+        if self.ctx.device.type == "cuda":
+            metrics["peak_mem_gib"] = self.peak.gib
+        return metrics

@@ -16,29 +16,20 @@ import torch
 from pydantic import Field, field_validator
 
 from suite.data.toy2d import TOY2D, sample_toy2d
-from suite.measure import Stopwatch
 from suite.models.cnf_hypernet import HyperNetField
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import (
-    IterationPeak,
-    check_finite_loss,
-    evaluation_solver,
-    mmd,
-    saved_for_backward_bytes,
-)
-
-_SCALE = {"scale": True}
+from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
 
 
 class CNF2DParams(TaskParams):
     dataset: str = "checkerboard"
-    width: int = Field(128, ge=1, json_schema_extra=_SCALE)
-    hidden: int = Field(32, ge=1, json_schema_extra=_SCALE)
-    iterations: int = Field(2000, ge=1, json_schema_extra=_SCALE)
-    batch: int = Field(1024, ge=1, json_schema_extra=_SCALE)
-    val_batch: int = Field(1024, ge=1, json_schema_extra=_SCALE)
-    mmd_samples: int = Field(1024, ge=2, json_schema_extra=_SCALE)
-    density_grid: int = Field(100, ge=2, json_schema_extra=_SCALE, description="points per axis of the saved density")
+    width: int = Field(128, ge=1, json_schema_extra=SCALE)
+    hidden: int = Field(32, ge=1, json_schema_extra=SCALE)
+    iterations: int = Field(2000, ge=1, json_schema_extra=SCALE)
+    batch: int = Field(1024, ge=1, json_schema_extra=SCALE)
+    val_batch: int = Field(1024, ge=1, json_schema_extra=SCALE)
+    mmd_samples: int = Field(1024, ge=2, json_schema_extra=SCALE)
+    density_grid: int = Field(100, ge=2, json_schema_extra=SCALE, description="points per axis of the saved density")
     lr: float = Field(1e-2, gt=0)
     lr_step: int = Field(1000, ge=1)
     lr_gamma: float = Field(0.1, gt=0)
@@ -70,7 +61,7 @@ class CNF2D(AbstractTask):
     Params = CNF2DParams
     tuple_state = True
     metric_names: ClassVar[tuple[str, ...]] = (
-        "val_nll", "val_nll_train_precision", "mmd", "fwd_s", "bwd_s", "total_s", "peak_mem_gib",
+        "val_nll", "val_nll_train_precision", "mmd", "fwd_s", "bwd_s", "iter_s", "total_s", "peak_mem_gib",
         "saved_for_backward_mib", "iters_done",
     )
     summary = "2-D CNF (FFJORD toy data), hypernetwork field, exact divergence, NLL / MMD / time / memory"
@@ -84,39 +75,13 @@ class CNF2D(AbstractTask):
         solver = ctx.solver
         optimizer = torch.optim.Adam(field.parameters(), lr=params.lr)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, params.lr_step, params.lr_gamma)
-        scaler = solver.grad_scaler(device)
-        watch, peak = Stopwatch(device), IterationPeak(device)
-        saved_bytes = math.nan
-        total = Stopwatch(device)
-        with total("total_s"):
-            for it in range(params.iterations):
-                ctx.check_deadline()
-                x = sample_toy2d(params.dataset, params.batch, gen, dtype=master, device=device)
-                peak.start()
-                with watch("fwd_s"), solver.autocast(device):
-                    if it == 0:
-                        loss, nbytes = saved_for_backward_bytes(
-                            lambda x=x: -log_density(solver, field, x, t_train, master).mean())
-                        saved_bytes = nbytes / 2**20
-                    else:
-                        loss = -log_density(solver, field, x, t_train, master).mean()
-                check_finite_loss(loss, it)
-                with watch("bwd_s"):
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
-                peak.stop()
-                ctx.report_progress(0.9 * (it + 1) / params.iterations)
-        if solver.last_stats is not None:
-            ctx.stats.update(solver.last_stats.as_dict())
-        metrics = self._evaluate(params, ctx, field, gen)
-        metrics.update(watch.median())
-        metrics.update({"total_s": total.total()["total_s"], "saved_for_backward_mib": saved_bytes,
-                        "iters_done": float(params.iterations)})
-        if device.type == "cuda":  # per-iteration allocator peak; a CPU has no per-cell equivalent
-            metrics["peak_mem_gib"] = peak.gib
+
+        def make_forward(it: int):
+            x = sample_toy2d(params.dataset, params.batch, gen, dtype=master, device=device)
+            return lambda: -log_density(solver, field, x, t_train, master).mean()
+
+        training = TrainingLoop(ctx, optimizer, after_step=schedule.step).run(params.iterations, make_forward)
+        metrics = {**self._evaluate(params, ctx, field, gen), **training}
         ctx.report_progress(1.0)
         return metrics
 

@@ -15,25 +15,16 @@ import torch
 from pydantic import Field
 
 from suite.data.bsds300 import load_bsds300
-from suite.measure import Stopwatch
 from suite.models.otflow_potential import OTFlowPotential
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import (
-    IterationPeak,
-    check_finite_loss,
-    evaluation_solver,
-    mmd,
-    saved_for_backward_bytes,
-)
-
-_SCALE = {"scale": True}
+from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
 
 
 class OTFlowParams(TaskParams):
     data_source: Literal["auto", "real", "proxy"] = "auto"
     data_path: str | None = Field(None, description="BSDS300.hdf5 (else the CTBENCH_BSDS300 variable)")
-    proxy_stride: int = Field(4, ge=1, json_schema_extra=_SCALE, description="patch stride of the proxy")
-    width: int = Field(1024, ge=1, json_schema_extra=_SCALE)
+    proxy_stride: int = Field(4, ge=1, json_schema_extra=SCALE, description="patch stride of the proxy")
+    width: int = Field(1024, ge=1, json_schema_extra=SCALE)
     n_layers: int = Field(2, ge=2)
     rank: int = Field(10, ge=1)
     alpha: tuple[float, float, float] = (1.0, 2000.0, 800.0)
@@ -41,11 +32,11 @@ class OTFlowParams(TaskParams):
     prior_var: float = Field(0.1, gt=0)
     T: float = Field(1.0, gt=0)
     val_steps: int = Field(29, ge=1, description="validation grid: val_steps + 1 points")
-    iterations: int = Field(10_000, ge=1, json_schema_extra=_SCALE)
-    batch: int = Field(512, ge=1, json_schema_extra=_SCALE)
-    val_batch: int = Field(4096, ge=1, json_schema_extra=_SCALE)
-    val_every: int = Field(100, ge=1, json_schema_extra=_SCALE)
-    mmd_samples: int = Field(2000, ge=2, json_schema_extra=_SCALE)
+    iterations: int = Field(10_000, ge=1, json_schema_extra=SCALE)
+    batch: int = Field(512, ge=1, json_schema_extra=SCALE)
+    val_batch: int = Field(4096, ge=1, json_schema_extra=SCALE)
+    val_every: int = Field(100, ge=1, json_schema_extra=SCALE)
+    mmd_samples: int = Field(2000, ge=2, json_schema_extra=SCALE)
     lr: float = Field(1e-3, gt=0)
     clamp: float = Field(1.5, gt=0)
     grad_clip: float = Field(2.0, gt=0)
@@ -116,50 +107,25 @@ class OTFlowBSDS300(AbstractTask):
         optimizer = torch.optim.Adam(potential.parameters(), lr=params.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=params.plateau_factor, patience=params.plateau_patience)
-        scaler = solver.grad_scaler(device)
-        watch, peak, total = Stopwatch(device), IterationPeak(device), Stopwatch(device)
-        saved_mib = math.nan
-        with total("total_s"):
-            for it in range(params.iterations):
-                ctx.check_deadline()
-                rows = torch.randint(0, train.shape[0], (params.batch,), generator=gen).to(device)
-                x = train[rows]
-                peak.start()
-                with watch("iter_s"):
-                    with watch("fwd_s"), solver.autocast(device):
-                        def forward(x=x):
-                            return _loss(params, *_costs(solver, field, x, t_train, params.prior_var, master))
-                        if it == 0:
-                            loss, nbytes = saved_for_backward_bytes(forward)
-                            saved_mib = nbytes / 2**20
-                        else:
-                            loss = forward()
-                    check_finite_loss(loss, it)
-                    with watch("bwd_s"):
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(potential.parameters(), params.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    with torch.no_grad():
-                        for p in potential.parameters():
-                            p.clamp_(-params.clamp, params.clamp)
-                peak.stop()
-                if (it + 1) % params.val_every == 0 and it + 1 < params.iterations:
-                    with torch.no_grad(), solver.autocast(device):
-                        val_costs = _costs(solver, field, val[: params.val_batch], t_val, params.prior_var, master)
-                    plateau.step(float(_loss(params, *val_costs)))
-                ctx.report_progress(0.9 * (it + 1) / params.iterations)
-        if solver.last_stats is not None:
-            ctx.stats.update(solver.last_stats.as_dict())
-        metrics = self._evaluate(params, ctx, field, val, t_val, gen)
-        metrics.update(watch.median())
-        metrics.update({"total_s": total.total()["total_s"], "iters_done": float(params.iterations),
-                        "saved_for_backward_mib": saved_mib})
-        if device.type == "cuda":
-            metrics["peak_mem_gib"] = peak.gib
-        return metrics
+
+        def make_forward(it: int):
+            x = train[torch.randint(0, train.shape[0], (params.batch,), generator=gen).to(device)]
+            return lambda: _loss(params, *_costs(solver, field, x, t_train, params.prior_var, master))
+
+        def clamp() -> None:
+            with torch.no_grad():
+                for p in potential.parameters():
+                    p.clamp_(-params.clamp, params.clamp)
+
+        def validate(it: int) -> None:
+            if (it + 1) % params.val_every == 0 and it + 1 < params.iterations:
+                with torch.no_grad(), solver.autocast(device):
+                    val_costs = _costs(solver, field, val[: params.val_batch], t_val, params.prior_var, master)
+                plateau.step(float(_loss(params, *val_costs)))
+
+        loop = TrainingLoop(ctx, optimizer, grad_clip=params.grad_clip, after_step=clamp, on_iteration_end=validate)
+        training = loop.run(params.iterations, make_forward)
+        return {**self._evaluate(params, ctx, field, val, t_val, gen), **training}
 
     def _evaluate(self, params, ctx, field, val, t_val, gen) -> dict[str, float]:
         """Final validation in fp32 with the engine on the cell's tableau (comparable across cells)."""

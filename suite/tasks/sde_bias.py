@@ -21,8 +21,7 @@ from suite.engine import SDEProblem, sdeint
 from suite.measure import Stopwatch
 from suite.references.gbm import GBM
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
-
-_SCALE = {"scale": True}
+from suite.tasks._training import SCALE
 
 
 class SDEBiasParams(TaskParams):
@@ -32,9 +31,9 @@ class SDEBiasParams(TaskParams):
     beta: float = 1.5
     x0: float = Field(1.0, gt=0)
     T: float = Field(1.0, gt=0)
-    paths: int = Field(100_000, ge=2, json_schema_extra=_SCALE)
-    reference_paths: int = Field(400_000, ge=2, json_schema_extra=_SCALE, description="CEV reference only")
-    reference_steps: int = Field(2048, ge=1, json_schema_extra=_SCALE, description="CEV reference only")
+    paths: int = Field(100_000, ge=2, json_schema_extra=SCALE)
+    reference_paths: int = Field(400_000, ge=2, json_schema_extra=SCALE, description="CEV reference only")
+    reference_steps: int = Field(2048, ge=1, json_schema_extra=SCALE, description="CEV reference only")
 
 
 def sde_problem(params: SDEBiasParams) -> SDEProblem:
