@@ -136,3 +136,25 @@ def sde_bias_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     finest = table.groupby(["problem", "estimator", "precision"])["N"].transform("max")
     return table[table["N"] == finest].reset_index(drop=True)
+
+
+@LAYOUTS.register("soc-100d")
+def soc_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """variant × precision: J ± s.e. of the learned feedback, the exact value, the gap, time and memory."""
+    frame = frame.assign(**{"derived:iter_ms": frame.get("metric:iter_s", float("nan")) * 1e3})
+    rows = []
+    for _, row in _sorted(frame).iterrows():
+        objective = cell_text(row, "metric:control_objective", "{:.4f}")
+        if row["status"] == "ok":
+            objective += " ± " + cell_text(row, "metric:control_objective_stderr", "{:.4f}")
+        rows.append({
+            "variant": row["variant"], "precision": row["precision"], "J ± s.e.": objective,
+            "exact V(0, z0)": cell_text(row, "metric:value_reference", "{:.4f}"),
+            "gap": cell_text(row, "metric:gap_rel", "{:+.2%}"),
+            "Φθ(0, z0)": cell_text(row, "metric:value_at_start", "{:.3f}"),
+            "HJB residual": cell_text(row, "metric:hjb_residual", "{:.3f}"),
+            "ms/iter": cell_text(row, "derived:iter_ms", "{:.1f}"),
+            "train (s)": cell_text(row, "metric:total_s", "{:.1f}"),
+            "max mem (GiB)": cell_text(row, "metric:peak_mem_gib", "{:.2f}"),
+        })
+    return pd.DataFrame(rows)

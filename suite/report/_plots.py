@@ -128,3 +128,40 @@ def sde_bias_convergence(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> l
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return [target]
+
+
+@PLOTS.register("soc-100d")
+def soc_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
+    """Control objective vs iteration (PMP feedback vs random-walk training) against the exact value, and a
+    2-D projection (first two coordinates) of evaluation trajectories heading for x_ref."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = frame[(frame["status"] == "ok") & frame.get("artifact:curves", pd.Series(dtype=object)).notna()]
+    if cells.empty:
+        return []
+    problems = list(dict.fromkeys(cells["variant"].str.replace("-random-walk", "", regex=False)))
+    fig, axes = plt.subplots(2, len(problems), figsize=(4.5 * len(problems), 7.5), squeeze=False)
+    for k, problem in enumerate(problems):
+        ax_curve, ax_path = axes[0][k], axes[1][k]
+        sub = cells[cells["variant"].str.replace("-random-walk", "", regex=False) == problem]
+        for _, row in sub.iterrows():
+            data = np.load(run_dir / row["artifact:curves"])
+            ax_curve.plot(data["iterations"], data["objective"], marker="o", ms=2,
+                          label=f"{row['variant']} ({row['precision']})")
+            reference = float(data["reference"])
+            if row["precision"] in ("fp32", "tf32") and row["variant"] == problem:
+                paths = data["trajectories_xy"]
+                ax_path.plot(paths[:, :, 0], paths[:, :, 1], lw=0.6, alpha=0.5)
+                ax_path.scatter([float(data["x_ref"])], [float(data["x_ref"])], marker="*", s=120, color="black")
+        ax_curve.axhline(reference, color="black", ls="--", lw=1, label="exact value")
+        ax_curve.set_title(f"soc-100d: {problem}")
+        ax_curve.set_xlabel("iteration")
+        ax_curve.set_ylabel("control objective J")
+        ax_curve.legend(fontsize=6)
+        ax_path.set_title("trajectories, coordinates 1-2 (target ★)", fontsize=9)
+    fig.tight_layout()
+    target = out_dir / "soc-100d-curves.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return [target]
