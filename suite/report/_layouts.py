@@ -151,6 +151,7 @@ def soc_table(frame: pd.DataFrame) -> pd.DataFrame:
             "variant": row["variant"], "precision": row["precision"], "J ± s.e.": objective,
             "exact V(0, z0)": cell_text(row, "metric:value_reference", "{:.4f}"),
             "gap": cell_text(row, "metric:gap_rel", "{:+.2%}"),
+            "J with u = 0": cell_text(row, "metric:uncontrolled_objective", "{:.4f}"),
             "Φθ(0, z0)": cell_text(row, "metric:value_at_start", "{:.3f}"),
             "HJB residual": cell_text(row, "metric:hjb_residual", "{:.3f}"),
             "ms/iter": cell_text(row, "derived:iter_ms", "{:.1f}"),

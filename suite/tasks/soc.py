@@ -104,7 +104,8 @@ class SOC100D(AbstractTask):
     Params = SOCParams
     kind = "sde"
     metric_names: ClassVar[tuple[str, ...]] = (
-        "control_objective", "control_objective_stderr", "value_reference", "gap_rel", "value_at_start",
+        "control_objective", "control_objective_stderr", "value_reference", "gap_rel", "uncontrolled_objective",
+        "value_at_start",
         "hjb_residual", "fwd_s", "bwd_s", "iter_s", "total_s", "iters_done", "peak_mem_gib",
     )
     summary = "100-D stochastic optimal control, value network + PMP feedback vs random walk, exact Cole-Hopf value"
@@ -144,6 +145,8 @@ class SOC100D(AbstractTask):
             params.iterations, make_forward)
         objective, stderr, residual, trajectories = self._objective(
             params, problem, eval_dynamics, gen, device, master, keep=64)
+        no_control = SOCDynamics(potential, problem, controlled=False)  # the u = 0 baseline, fresh paths too
+        uncontrolled = self._objective(params, problem, no_control, gen, device, master)[0]
         reference = self.reference(params)["value_reference"]
         with torch.no_grad():
             s0 = torch.full((1, problem.d + 1), problem.z0, dtype=master, device=device)
@@ -157,6 +160,7 @@ class SOC100D(AbstractTask):
         ctx.extra["reference"] = "Cole-Hopf value, 2-D log-space quadrature (suite/references/cole_hopf.py)"
         return {"control_objective": objective, "control_objective_stderr": stderr, "value_reference": reference,
                 "gap_rel": (objective - reference) / abs(reference), "value_at_start": start_value,
+                "uncontrolled_objective": uncontrolled,
                 "hjb_residual": residual, **training}
 
     def _objective(self, params, problem, dynamics, gen, device, dtype, keep: int = 0):
