@@ -41,6 +41,10 @@ class AbstractSolver:
 
     naive_adjoint = False  # True for estimators known to converge to the wrong gradient (shown, not hidden)
 
+    def estimator_label(self) -> str:
+        """How a gradient comparison names this solver's estimator (the SDE backends say dto-em, otd-naive, ...)."""
+        return f"{type(self).__name__} ({self.method}, {self.precision.name})"
+
     @property
     def sde_type(self) -> str | None:
         """'ito' or 'stratonovich': which SDE the cell's method solves (None for ODE-only solvers)."""

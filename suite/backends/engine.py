@@ -22,6 +22,10 @@ class EngineSolver(AbstractSolver):
     def sde_type(self):
         return SDE_METHODS.get(self.method)
 
+    def estimator_label(self) -> str:
+        name = "dto-em" if self.sde_type == "ito" else "dto-heun"
+        return name if self.precision.name == "fp64" else f"engine-{name} ({self.precision.name})"
+
     def sdeint(self, problem, y0, t, dw):
         drift = problem.drift_for(SDE_METHODS[self.method])
         return sdeint(drift, problem.diffusion, y0, t, dw, method=self.method, noise=problem.noise,

@@ -63,6 +63,9 @@ class OTDSolver(AbstractSolver):
     naive_adjoint = True
     sde_type = "ito"  # the forward pass; the adjoint is solved as a Stratonovich SDE
 
+    def estimator_label(self) -> str:
+        return "otd-corrected" if self.corrected else "otd-naive"
+
     def sdeint(self, problem, y0, t, dw):
         if problem.noise != "diagonal":
             raise ValueError(f"{type(self).__name__}: diagonal noise only, got {problem.noise!r}")

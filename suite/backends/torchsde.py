@@ -79,6 +79,10 @@ class TorchsdeSolver(AbstractSolver):
     def sde_type(self):
         return SDE_TYPE.get(self.method)
 
+    def estimator_label(self) -> str:
+        call = "sdeint_adjoint" if self.adjoint else "sdeint"
+        return f"torchsde {call} ({self.sde_type}, {self.method})"
+
     def sdeint(self, problem, y0, t, dw):
         torchsde = importlib.import_module("torchsde")
         if problem.noise != "diagonal":

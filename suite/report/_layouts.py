@@ -118,6 +118,11 @@ def otflow_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _estimator(row: pd.Series) -> str:
+    name = row.get("extra:estimator")
+    return name if isinstance(name, str) else "–"
+
+
 @LAYOUTS.register("sde-adjoint-bias")
 def sde_bias_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Like the slide: estimator × problem, estimate ± s.e. at the finest step count, reference, bias."""
@@ -127,14 +132,15 @@ def sde_bias_table(frame: pd.DataFrame) -> pd.DataFrame:
         if row["status"] == "ok":
             est += " ± " + cell_text(row, "metric:grad_stderr", "{:.4f}")
         rows.append({
-            "problem": row["variant"], "estimator": f"{row['backend']} ({row['method']})",
+            "problem": row["variant"], "estimator": _estimator(row),
+            "backend (method)": f"{row['backend']} ({row['method']})",
             "precision": row["precision"], "N": int(row["steps"]), "estimate ± s.e.": est,
             "converges to": cell_text(row, "metric:grad_expected", "{:.4f}"),
             "reference": cell_text(row, "metric:grad_reference", "{:.4f}"),
             "bias": cell_text(row, "metric:bias", "{:+.4f}"),
         })
     table = pd.DataFrame(rows)
-    finest = table.groupby(["problem", "estimator", "precision"])["N"].transform("max")
+    finest = table.groupby(["problem", "backend (method)", "precision"])["N"].transform("max")
     return table[table["N"] == finest].reset_index(drop=True)
 
 

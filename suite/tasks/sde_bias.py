@@ -128,6 +128,7 @@ class SDEAdjointBias(AbstractTask):
         truth = reference["grad_reference"]
         ctx.timing.update(timing)
         ctx.extra["sde_type"] = ctx.solver.sde_type
+        ctx.extra["estimator"] = ctx.solver.estimator_label()
         ctx.extra["reference"] = ("closed form" if params.problem == "gbm" else
                                   f"float64 DTO Euler-Maruyama, {params.reference_paths} paths, "
                                   f"{params.reference_steps} steps (no closed form); "
