@@ -1,31 +1,51 @@
-"""`ctbench validate | list | run | report`: one command from spec to report."""
+"""`ctbench validate | list | run | report`: one command from spec to report.
+
+Every piece of data (cell ids, reasons, paths, spec text) is printed as plain text: the consoles have rich
+markup off, and colour is added with `Text` styles only, so a `[...]` in a message is printed as it is.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from suite.backends import BACKENDS
+from suite.lock import RunLock, RunLocked
 from suite.precision import PRECISIONS
-from suite.records import RecordsError, read_records
+from suite.records import RecordsError, validate_run_id
 from suite.registry import UnknownNameError
 from suite.scaling import SCALINGS
-from suite.spec import Cell, SpecError, expand, load_spec, spec_files
+from suite.spec import Cell, SpecError, expand, load_spec, spec_files, specs_for_tasks
 from suite.tasks import TASKS
 
 __all__ = ["main"]
 
-console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-if not out.is_terminal:  # logs and pipes: wide enough that tables are not squeezed into 80 columns
-    out = Console(soft_wrap=True, width=220)
+EXIT_INTERRUPTED = 130
+
+
+def _consoles() -> tuple[Console, Console]:
+    err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
+    std = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
+    if not std.is_terminal:  # logs and pipes: wide enough that tables are not squeezed into 80 columns
+        std = Console(soft_wrap=True, width=220, markup=False, highlight=False, emoji=False)
+    return err, std
+
+
+console, out = _consoles()
+
+
+def _styled(style: str, text: str) -> Text:
+    return Text(text, style=style)
 
 
 class UsageError(ValueError):
@@ -40,12 +60,19 @@ def cmd_validate(args) -> int:
         try:
             spec = load_spec(path)
             n = {p: len(expand(spec, p)) for p in spec.file.profiles}
-            out.print(f"[green]ok[/green] {path} (task {spec.task}; cells per profile: {n})")
+            out.print(Text.assemble(_styled("green", "ok"), f" {path} (task {spec.task}; cells per profile: {n})"))
         except SpecError as exc:
             failed += 1
-            out.print(f"[red]invalid[/red] {path}")
+            out.print(Text.assemble(_styled("red", "invalid"), f" {path}"))
             for loc, msg in exc.problems:
-                out.print(f"  {path}: {loc or '<top level>'}: {msg}", markup=False, highlight=False)
+                out.print(f"  {path}: {loc or '<top level>'}: {msg}")
+    try:  # one spec per task among the files validated together
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unreadable files were reported above
+            specs_for_tasks(paths, tasks=[])
+    except SpecError as exc:
+        failed += 1
+        out.print(Text.assemble(_styled("red", "invalid"), f" {exc}"))
     return 1 if failed else 0
 
 
@@ -96,14 +123,19 @@ class Reporter:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False, disable=not console.is_terminal,  # CI logs get the lines only
         )
         self.bar = None
+        self.n_done = 0
 
-    def start(self, n: int, skipped: int) -> None:
+    def start(self, n: int, skipped: int, kept=None) -> None:
         if skipped:
-            console.print(f"resume: {skipped} cell(s) already recorded ok are skipped")
+            kept = kept or {}
+            detail = ", ".join(f"{v} {k}" for k, v in sorted(kept.items())) or "recorded"
+            hint = (" (--retry-failed re-runs the nonfinite/oom/timeout ones)"
+                    if any(kept.get(s) for s in ("nonfinite", "oom", "timeout")) else "")
+            console.print(f"resume: {skipped} cell(s) already recorded ({detail}) are kept; {n} to run{hint}")
         self.progress.start()
         self.bar = self.progress.add_task("cells", total=n)
         self.n_done = 0
@@ -122,7 +154,7 @@ class Reporter:
         timing = f" {total:.2f}s" if isinstance(total, float) else ""
         reason = f" — {record['reason']}" if record["reason"] else ""
         self.progress.console.print(
-            f"[{colour}]{record['status']:>11}[/{colour}] {cell.cell_id}{timing}{reason}", highlight=False
+            Text.assemble(_styled(colour, f"{record['status']:>11}"), f" {cell.cell_id}{timing}{reason}")
         )
 
     def finish(self, summary) -> None:
@@ -139,20 +171,19 @@ def _select(values: list[str] | None, registry, axis: str) -> set[str] | None:
 
 
 def _cells_for_run(args) -> list[Cell]:
-    specs = {}
-    for path in spec_files():
-        spec = load_spec(path)
-        specs[spec.task] = spec
-    tasks = args.task or list(specs)
-    for t in tasks:
+    paths = [Path(p) for p in args.spec] if args.spec else spec_files()
+    specs = specs_for_tasks(paths, args.task)
+    for t in args.task or []:
         if t not in specs:
-            raise UsageError(f"--task {t!r} has no spec; tasks with specs: {', '.join(sorted(specs))}")
+            where = "the --spec files" if args.spec else "the shipped specs"
+            raise UsageError(f"--task {t!r} has no spec in {where}; tasks with specs: "
+                             f"{', '.join(sorted(specs)) or '(none)'}")
     backends = _select(args.backend, BACKENDS, "backend")
     precisions = _select(args.precision, PRECISIONS, "precision")
     scalings = _select(args.scaling, SCALINGS, "scaling")
+    variants = set(args.variant) if args.variant else None
     cells: list[Cell] = []
-    for t in tasks:
-        spec = specs[t]
+    for t, spec in specs.items():
         if args.profile not in spec.file.profiles:
             raise UsageError(
                 f"--profile {args.profile!r} is not defined for task {t}; defined: {', '.join(spec.file.profiles)}"
@@ -164,12 +195,59 @@ def _cells_for_run(args) -> list[Cell]:
                 continue
             if scalings and cell.scaling not in scalings:
                 continue
+            if variants and cell.variant not in variants:
+                continue
             if args.device:
                 cell = dataclasses.replace(cell, device=args.device)
             cells.append(cell)
+    if variants:
+        defined = {v for spec in specs.values() for v in spec.file.variants}
+        unknown = sorted(variants - defined)
+        if unknown:
+            raise UsageError(f"--variant {unknown[0]!r} is not a variant of the chosen tasks; defined: "
+                             f"{', '.join(sorted(defined))}")
     if not cells:
         raise UsageError("the filters select no cell of the chosen tasks' matrices")
     return cells
+
+
+def _run_id_for(run_dir: Path, flag: str = "--out") -> str:
+    """A run directory's id: its name (`--out .` names the current directory)."""
+    resolved = run_dir.resolve()
+    if resolved.is_file():  # a records.jsonl given directly
+        resolved = resolved.parent
+    try:
+        return validate_run_id(resolved.name, where=f"{run_dir} gives run id")
+    except RecordsError as exc:
+        raise UsageError(f"{exc}; choose another {flag}") from None
+
+
+def _writable(out_dir: Path) -> None:
+    """Create the run directory; refuse before any cell is computed when it cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".ctbench-write-test-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to the run directory {out_dir}: {exc.strerror or exc}; "
+                         "choose another --out or free space / fix permissions") from None
+
+
+def _resume_hint(args, out_dir: Path) -> str:
+    parts = ["ctbench run"]
+    for flag in ("task", "spec", "backend", "precision", "scaling", "variant"):
+        for value in getattr(args, flag) or []:
+            parts.append(f"--{flag} {value}")
+    if args.profile != "smoke":
+        parts.append(f"--profile {args.profile}")
+    if args.device:
+        parts.append(f"--device {args.device}")
+    parts += [f"--out {out_dir}", "--resume"]
+    return " ".join(parts)
 
 
 def cmd_run(args) -> int:
@@ -180,23 +258,37 @@ def cmd_run(args) -> int:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
     if args.out:
         out_dir = Path(args.out)
-        run_id = out_dir.name
-        if args.resume and (out_dir / "records.jsonl").exists():
-            try:
-                previous = read_records(out_dir)
-            except RecordsError as exc:
-                raise UsageError(f"cannot resume: {exc}") from None
-            run_id = previous[0]["run_id"] if previous else run_id
-        elif (out_dir / "records.jsonl").exists():
-            raise UsageError(f"{out_dir} already holds records; add --resume to continue that run, "
-                             "or choose another --out")
+        run_id = _run_id_for(out_dir)
     else:
         run_id = new_run_id(args.profile)
         out_dir = Path("results") / run_id
-    console.print(f"run {run_id}: {len(cells)} cell(s) → {out_dir / 'records.jsonl'}")
-    summary = run_cells(cells, out_dir, run_id, resume=args.resume, reporter=Reporter())
+    _writable(out_dir)
+    try:
+        lock = RunLock(out_dir).__enter__()
+    except RunLocked as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write the lock file in {out_dir}: {exc.strerror or exc}") from None
+    try:
+        if lock.took_over:
+            console.print(f"note: took over the lock of a process that ended without releasing it "
+                          f"(pid {lock.took_over.get('pid')} on {lock.took_over.get('host')})")
+        records_path = out_dir / "records.jsonl"
+        if records_path.exists() and records_path.stat().st_size and not args.resume:
+            raise UsageError(f"{out_dir} already holds records; add --resume to continue that run, "
+                             "or choose another --out")
+        console.print(f"run {run_id}: {len(cells)} cell(s) → {records_path}")
+        try:
+            summary = run_cells(cells, out_dir, run_id, resume=args.resume, reporter=Reporter(),
+                                retry_failed=args.retry_failed, rerun_changed=args.rerun_changed)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: the cell in flight was not recorded; every finished cell is in "
+                          f"{records_path}. Continue with:\n  {_resume_hint(args, out_dir)}")
+            return EXIT_INTERRUPTED
+    finally:
+        lock.release()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
-    console.print(f"done: {counts}; records in {out_dir / 'records.jsonl'}")
+    console.print(f"done: {counts}; records in {records_path}")
     if args.report:
         cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None))
     if summary.n_errors:
@@ -208,16 +300,21 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from suite.report import build_report
 
+    run_dir = Path(args.run_dir)
+    out_dir = Path(args.out) if args.out else Path("reports") / _run_id_for(run_dir, flag="report --out")
     try:
-        files = build_report(args.run_dir, args.out)
+        files = build_report(run_dir, out_dir)
     except RecordsError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
     out.print(f"report written to {files.out_dir}/index.md ({len(files.files)} files)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ctbench", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="print full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="validate spec files (all shipped specs by default)")
     p.add_argument("files", nargs="*")
@@ -226,13 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("run", help="expand the matrix and run its cells, one record per cell")
     p.add_argument("--task", action="append", help="task to run (repeatable; default: every spec)")
+    p.add_argument("--spec", action="append", metavar="PATH",
+                   help="run this spec file instead of the shipped ones (repeatable; validated like them)")
+    p.add_argument("--variant", action="append", help="only these variants (repeatable)")
     p.add_argument("--profile", default="smoke", help="profile name from the specs (default: smoke)")
     p.add_argument("--backend", action="append", help="only these backends (repeatable)")
     p.add_argument("--precision", action="append", help="only these precisions (repeatable)")
     p.add_argument("--scaling", action="append", help="only these scalings (repeatable)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="override the profile's device")
     p.add_argument("--out", help="run directory (default: results/<run-id>)")
-    p.add_argument("--resume", action="store_true", help="skip cells already recorded ok in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: run cells not yet recorded and those that ended in error")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: also re-run cells that ended nonfinite, oom or timeout")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="with --resume: re-run cells recorded with other inputs (data set, device, torch) "
+                        "instead of refusing")
     p.add_argument("--report", action="store_true", help="build the report when the run ends")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="build tables and figures from a run directory")
@@ -242,15 +348,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one plain line (they carry data such as paths: never markup, never a source excerpt)."""
+    console.print(f"ctbench: warning: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run" and (args.retry_failed or args.rerun_changed) and not args.resume:
+        console.print("ctbench run: error: --retry-failed and --rerun-changed go with --resume")
+        return 2
+    from suite.runner import ResumeMismatch, RunStoreError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             return args.func(args)
-    except (UsageError, SpecError, UnknownNameError) as exc:
-        console.print(f"ctbench {args.command}: error: {exc}", markup=False, highlight=False)
+    except (UsageError, SpecError, UnknownNameError, ResumeMismatch, RunStoreError, RecordsError) as exc:
+        console.print(f"ctbench {args.command}: error: {exc}")
         return 2
+    except KeyboardInterrupt:
+        console.print(f"ctbench {args.command}: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 — one line, not a traceback, unless --debug
+        if args.debug:
+            console.print(traceback.format_exc())
+        else:
+            console.print(f"ctbench {args.command}: error: {type(exc).__name__}: {exc} "
+                          "(this is likely a bug; run with --debug for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

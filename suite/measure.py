@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["synchronize", "Stopwatch", "PeakMemory", "capture_env", "git_state"]
+__all__ = ["synchronize", "Stopwatch", "PeakMemory", "capture_env", "git_state", "device_name", "device_class",
+           "torch_build"]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -113,6 +114,29 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device | str) -> str:
+    """The device's model name; never queries a GPU that this torch cannot use."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "unavailable (torch.cuda.is_available() is False)"
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return _cpu_name()
+    return device.type
+
+
+def torch_build() -> str:
+    """torch version plus the CUDA it was built for ('cpu' for a CPU build)."""
+    return f"{torch.__version__} (cuda {torch.version.cuda or 'none'})"
+
+
+def device_class(device: torch.device | str) -> str:
+    """What kind of device a cell's numbers came from: 'cpu: <model>' or 'cuda: <model>'."""
+    device = torch.device(device)
+    return f"{device.type}: {device_name(device)}"
+
+
 def capture_env(device: torch.device | str, backend_versions: dict[str, str] | None = None) -> dict:
     """Everything a reader needs to know which machine and software produced a number."""
     device = torch.device(device)
@@ -125,7 +149,7 @@ def capture_env(device: torch.device | str, backend_versions: dict[str, str] | N
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "allow_tf32_cudnn": torch.backends.cudnn.allow_tf32,

@@ -1,8 +1,15 @@
 """Run cells and turn every outcome into a record: a failing cell never stops the run.
 
-Statuses: ok; nonfinite (the cell's numbers went inf/NaN: a finding, not a suite error); oom; timeout
-(cooperative, checked by the task's loop against the profile's timeout_s); unsupported (decided from
-the backend's declared capabilities before any compute); error (anything else: a bug or bad data).
+Statuses: ok; nonfinite (the cell's numbers went inf/NaN: a finding, not a suite error); oom (any
+allocator failure, CPU or GPU); timeout (cooperative, checked by the task's loop against the profile's
+timeout_s); unsupported (decided from the backend's declared capabilities before any compute); error
+(anything else: a bug or bad data).
+
+Resume: a cell runs again when it has no record, when its spec changed, or when its latest record ended in
+`error`; `retry_failed` also re-runs nonfinite, oom and timeout cells; an unsupported cell runs again only
+when the reason changed (a dependency was installed). A recorded cell whose inputs (data set and its
+fingerprint, device class, torch build) differ from what it would use now is never silently kept or
+mixed: the run refuses, or re-runs those cells with `rerun_changed`.
 """
 
 from __future__ import annotations
@@ -10,11 +17,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import re
+import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,13 +31,35 @@ import torch
 
 from suite.backends import get_backend
 from suite.engine import ScalerExhausted
-from suite.measure import PeakMemory, capture_env
+from suite.measure import PeakMemory, capture_env, device_class, torch_build
 from suite.precision import get_precision, tf32_mode
-from suite.records import SCHEMA, RecordStore, Status, read_records
+from suite.records import (
+    SCHEMA,
+    RecordStore,
+    RecordsWriteError,
+    Status,
+    latest_by_cell,
+    read_records,
+    validate_run_id,
+)
 from suite.spec import Cell
 from suite.tasks import CellContext, CellTimeout, NonFiniteResult, get_task
 
-__all__ = ["run_cells", "run_cell", "RunSummary", "new_run_id", "completed_cells"]
+__all__ = ["run_cells", "run_cell", "RunSummary", "new_run_id", "plan_resume", "ResumeMismatch", "cell_inputs",
+           "unsupported_reason", "RunStoreError"]
+
+# Which statuses a resume runs again: `error` always (a bug or bad data, worth another try once fixed);
+# the findings and resource failures only when asked (`retry_failed`).
+RERUN_ALWAYS = frozenset({Status.ERROR.value})
+RERUN_ON_RETRY = frozenset({Status.NONFINITE.value, Status.OOM.value, Status.TIMEOUT.value})
+
+
+class ResumeMismatch(ValueError):
+    """Recorded cells used other inputs (data set, device, torch build) than they would use now."""
+
+
+class RunStoreError(RuntimeError):
+    """A record could not be written; the run stopped so that no further computed result is lost."""
 
 
 @dataclass
@@ -37,6 +68,7 @@ class RunSummary:
     out_dir: Path
     counts: Counter = field(default_factory=Counter)
     skipped: int = 0
+    kept: Counter = field(default_factory=Counter)  # status → cells kept from earlier records (resume)
 
     @property
     def n_errors(self) -> int:
@@ -61,11 +93,29 @@ def _precision_problem(cell: Cell) -> str | None:
     return None
 
 
+# What allocators say when they fail: the CPU allocator ("DefaultCPUAllocator: can't allocate memory"),
+# CUDA/HIP/MPS/XPU caching allocators ("... out of memory"), and cuBLAS/cuDNN workspace allocations.
+_OOM_MESSAGE = re.compile(
+    r"can't allocate memory|out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED"
+    r"|Cannot allocate memory|failed to allocate", re.IGNORECASE)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_OOM_MESSAGE.search(str(exc)))
+
+
+def _first_line(exc: BaseException, default: str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default
+
+
 def _classify(exc: BaseException) -> tuple[Status, str]:
     if isinstance(exc, (NonFiniteResult, ScalerExhausted)):
         return Status.NONFINITE, str(exc)
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return Status.OOM, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of memory'}"
+    if is_out_of_memory(exc):
+        return Status.OOM, f"{type(exc).__name__}: {_first_line(exc, 'out of memory')}"
     if isinstance(exc, CellTimeout):
         return Status.TIMEOUT, str(exc)
     return Status.ERROR, f"{type(exc).__name__}: {exc}"
@@ -85,16 +135,31 @@ def _artifact_prefix(cell: Cell) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", cell.cell_id)
 
 
+def unsupported_reason(cell: Cell) -> str | None:
+    """Why the cell cannot run here, decided from declared capabilities alone (None when it can)."""
+    task = get_task(cell.task)
+    return _device_problem(cell.device) or _precision_problem(cell) or get_backend(cell.backend).unsupported_reason(
+        method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
+        tuple_state=task.tuple_state, kind=task.kind,
+    )
+
+
+def cell_inputs(cell: Cell) -> dict[str, str]:
+    """What a cell's numbers depend on beyond its spec: the task's data identity, device class, torch build."""
+    try:
+        identity = get_task(cell.task).input_identity(cell.params)
+    except Exception as exc:  # noqa: BLE001 — an unidentifiable input is recorded, and fails the cell itself
+        identity = {"dataset": f"unidentified ({type(exc).__name__}: {exc})"}
+    return {**identity, "device_class": device_class(cell.device), "torch": torch_build()}
+
+
 def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_dir: Path | None = None) -> dict:
     """Run one cell in this process; return the record's outcome fields (never raises for cell failures)."""
     backend = get_backend(cell.backend)
     task = get_task(cell.task)
     outcome: dict = {"metrics": {}, "timing": {}, "memory": {}, "stats": {}, "extra": {}, "artifacts": {},
                      "traceback": None}
-    reason = _device_problem(cell.device) or _precision_problem(cell) or backend.unsupported_reason(
-        method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
-        tuple_state=task.tuple_state, kind=task.kind,
-    )
+    reason = unsupported_reason(cell)
     if reason:
         return {**outcome, "status": Status.UNSUPPORTED.value, "reason": reason}
     device = torch.device(cell.device)
@@ -128,9 +193,65 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
     return {**outcome, "status": status.value, "reason": reason}
 
 
-def completed_cells(records: Iterable[dict]) -> dict[str, str]:
-    """cell_id → spec_hash of the cells already recorded ok (what --resume skips)."""
-    return {r["cell_id"]: r["spec_hash"] for r in records if r["status"] == Status.OK.value}
+@dataclass
+class ResumePlan:
+    todo: list[Cell]
+    kept: Counter = field(default_factory=Counter)  # status → cells kept from earlier records
+    mismatched: list[tuple[Cell, dict, dict]] = field(default_factory=list)  # (cell, recorded, now)
+
+
+def _differences(recorded: dict, now: dict) -> dict[str, tuple[str, str]]:
+    keys = sorted(set(recorded) | set(now))
+    return {k: (recorded.get(k, "(not recorded)"), now.get(k, "(none)")) for k in keys
+            if recorded.get(k) != now.get(k)}
+
+
+def plan_resume(cells: list[Cell], records: list[dict], retry_failed: bool = False, rerun_changed: bool = False,
+                inputs: Callable[[Cell], dict] = cell_inputs) -> ResumePlan:
+    """Which cells a resumed run runs again (see the module docstring for the rules)."""
+    latest = latest_by_cell(records)
+    rerun = RERUN_ALWAYS | (RERUN_ON_RETRY if retry_failed else frozenset())
+    plan = ResumePlan(todo=[])
+    for cell in cells:
+        record = latest.get(cell.cell_id)
+        if record is None or record["spec_hash"] != cell.spec_hash or record["status"] in rerun:
+            plan.todo.append(cell)
+            continue
+        if record["status"] == Status.UNSUPPORTED.value:
+            if unsupported_reason(cell) != record["reason"]:
+                plan.todo.append(cell)  # something changed: a dependency was installed, another device
+            else:
+                plan.kept[record["status"]] += 1
+            continue
+        now = inputs(cell)
+        if _differences(record["inputs"], now):
+            plan.mismatched.append((cell, record["inputs"], now))
+            if rerun_changed:
+                plan.todo.append(cell)
+            continue
+        plan.kept[record["status"]] += 1
+    if plan.mismatched and not rerun_changed:
+        raise ResumeMismatch(_mismatch_message(plan.mismatched))
+    return plan
+
+
+def _mismatch_message(mismatched: list[tuple[Cell, dict, dict]]) -> str:
+    cell, recorded, now = mismatched[0]
+    diff = "; ".join(f"{k}: recorded {a!r}, now {b!r}" for k, (a, b) in _differences(recorded, now).items())
+    more = f" (and {len(mismatched) - 1} more cell(s))" if len(mismatched) > 1 else ""
+    return (f"cannot resume: {cell.cell_id}{more} was recorded with other inputs than it would use now — {diff}. "
+            "Resuming would mix them in one table. Run into a new --out, restore the old inputs, or add "
+            "--rerun-changed to run those cells again here (their new records supersede the old ones).")
+
+
+def _save_unsaved(record: dict, run_id: str) -> Path | None:
+    """Last resort when the run directory cannot be written: keep the computed record somewhere."""
+    path = Path(tempfile.gettempdir()) / f"ctbench-unsaved-{run_id}.jsonl"
+    try:
+        RecordStore(path).append(record)
+        return path
+    except OSError:
+        return None
 
 
 def run_cells(
@@ -139,40 +260,74 @@ def run_cells(
     run_id: str,
     resume: bool = False,
     reporter: Callable | None = None,
+    retry_failed: bool = False,
+    rerun_changed: bool = False,
 ) -> RunSummary:
-    """Run the cells, appending one record each to out_dir/records.jsonl as soon as it ends."""
+    """Run the cells, appending one record each to out_dir/records.jsonl as soon as it ends.
+
+    The caller holds the run directory's lock (suite.lock.RunLock) when another process could write to it.
+    """
+    validate_run_id(run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = RecordStore(out_dir / "records.jsonl")
-    done: dict[str, str] = {}
-    if resume and store.path.exists():
-        store.prepare_for_append()
-        done = completed_cells(read_records(store.path))
     summary = RunSummary(run_id=run_id, out_dir=out_dir)
-    env_cache: dict[str, dict] = {}
-    todo = [c for c in cells if done.get(c.cell_id) != c.spec_hash]
+    todo = cells
+    if resume and store.path.exists():
+        store.prepare_for_append()  # a damaged last line is moved aside first: never built upon
+        previous = read_records(store.path)
+        plan = plan_resume(cells, previous, retry_failed=retry_failed, rerun_changed=rerun_changed)
+        todo = plan.todo
+        summary.kept = plan.kept
+        if previous:
+            run_id = summary.run_id = previous[0]["run_id"]  # one run id per records file
     summary.skipped = len(cells) - len(todo)
+    env_cache: dict[str, dict] = {}
+    inputs_cache: dict[str, dict] = {}
     if reporter:
-        reporter.start(len(todo), summary.skipped)
-    for cell in todo:
+        reporter.start(len(todo), summary.skipped, summary.kept)
+    try:
+        for cell in todo:
+            if reporter:
+                reporter.cell_started(cell)
+            started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
+            if key not in inputs_cache:
+                inputs_cache[key] = cell_inputs(cell)
+            outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir)
+            env_key = f"{cell.device}/{cell.backend}"
+            if env_key not in env_cache:
+                env_cache[env_key] = capture_env(cell.device, get_backend(cell.backend).versions())
+            record = {
+                "schema": SCHEMA, "run_id": run_id, "cell_id": cell.cell_id, "task": cell.task,
+                "variant": cell.variant, "backend": cell.backend, "method": cell.method, "steps": cell.steps,
+                "precision": cell.precision, "scaling": cell.scaling, "seed": cell.seed, "profile": cell.profile,
+                "device": cell.device, "spec_hash": cell.spec_hash, "started_at": started_at,
+                "spec": {"path": cell.spec_path, "sha256": cell.spec_sha256},
+                "inputs": inputs_cache[key], "params": cell.params.model_dump(mode="json"),
+                "env": env_cache[env_key], **outcome,
+            }
+            try:
+                store.append(record)
+            except RecordsWriteError as exc:
+                saved = _save_unsaved(record, run_id)
+                where = f"its record was saved to {saved}" if saved else "its record could not be saved anywhere"
+                raise RunStoreError(f"{exc.strerror}; the run stopped after {cell.cell_id} ({record['status']}): "
+                                    f"{where}. Free space or fix permissions, then resume with --resume") from exc
+            summary.counts[record["status"]] += 1
+            if reporter:
+                reporter.cell_finished(cell, record)
+    finally:
         if reporter:
-            reporter.cell_started(cell)
-        started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir)
-        key = f"{cell.device}/{cell.backend}"
-        if key not in env_cache:
-            env_cache[key] = capture_env(cell.device, get_backend(cell.backend).versions())
-        record = {
-            "schema": SCHEMA, "run_id": run_id, "cell_id": cell.cell_id, "task": cell.task,
-            "variant": cell.variant, "backend": cell.backend, "method": cell.method, "steps": cell.steps,
-            "precision": cell.precision, "scaling": cell.scaling, "seed": cell.seed, "profile": cell.profile,
-            "device": cell.device, "spec_hash": cell.spec_hash, "started_at": started_at,
-            "params": cell.params.model_dump(mode="json"), "env": env_cache[key], **outcome,
-        }
-        store.append(record)
-        summary.counts[record["status"]] += 1
-        if reporter:
-            reporter.cell_finished(cell, record)
-    if reporter:
-        reporter.finish(summary)
-    (out_dir / "run.json").write_text(json.dumps({"run_id": run_id, "schema": SCHEMA}, indent=2) + "\n")
+            reporter.finish(summary)
+    _write_run_json(out_dir, run_id)
     return summary
+
+
+def _write_run_json(out_dir: Path, run_id: str) -> None:
+    path = out_dir / "run.json"
+    tmp = path.with_name(".run.json.tmp")
+    try:
+        tmp.write_text(json.dumps({"run_id": run_id, "schema": SCHEMA}, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # run.json is a convenience; the records are what counts

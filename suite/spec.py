@@ -7,10 +7,13 @@ matrix axes (variant × backend × precision × scaling × seed, with exclusions
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import itertools
 import json
+import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,11 +25,17 @@ from suite.precision import PRECISIONS
 from suite.scaling import SCALINGS
 from suite.tasks import TASKS, TaskParams, scale_fields
 
-__all__ = ["SpecError", "TaskSpec", "Cell", "load_spec", "spec_files", "SPEC_DIR", "expand", "REQUIRED_PROFILES"]
+__all__ = [
+    "SpecError", "TaskSpec", "Cell", "load_spec", "spec_files", "SPEC_DIR", "expand", "REQUIRED_PROFILES",
+    "specs_for_tasks", "NAME_PATTERN",
+]
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 REQUIRED_PROFILES = ("smoke", "paper")
 AXES = ("variant", "backend", "method", "steps", "precision", "scaling", "seed")
+# Variant and profile names become parts of cell ids, run ids and file names: one safe path component.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+NAME_RULE = "letters, digits, '_', '.', '+' and '-', starting with a letter or digit, at most 64 characters"
 
 
 def known_methods() -> list[str]:
@@ -46,6 +55,23 @@ class SpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_unique(values: list | None, axis: str) -> list | None:
+    """A repeated axis value would run (and record) the same cells twice."""
+    if values is None:
+        return values
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{axis} lists {', '.join(repr(v) for v in repeated)} more than once; each value once")
+    return values
+
+
+def _check_safe_names(names, what: str):
+    for name in names:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"{what} name {name!r} is not allowed: use {NAME_RULE}")
+    return names
 
 
 def _check_names(values: list[str], registry, axis: str) -> list[str]:
@@ -82,6 +108,11 @@ class MatrixSpec(_Strict):
     method: list[str] | None = Field(None, min_length=1, description="default: [solver.method]")
     steps: list[int] | None = Field(None, min_length=1, description="default: [solver.steps]")
     exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(default_factory=list)
+
+    @field_validator("variant", "backend", "precision", "scaling", "seed", "method", "steps")
+    @classmethod
+    def _unique(cls, v, info):
+        return _check_unique(v, f"matrix.{info.field_name}")
 
     @field_validator("method")
     @classmethod
@@ -120,6 +151,11 @@ class ProfileSpec(_Strict):
     exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(
         default_factory=list, description="extra exclusions for this profile (which cells run, not what they do)")
 
+    @field_validator("seed")
+    @classmethod
+    def _unique_seeds(cls, v):
+        return _check_unique(v, "seed")
+
 
 class SpecFile(_Strict):
     task: str
@@ -134,6 +170,18 @@ class SpecFile(_Strict):
     @classmethod
     def _task(cls, v: str) -> str:
         return _check_names([v], TASKS, "task")[0]
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v):
+        _check_safe_names(v, "variant")
+        return v
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, v):
+        _check_safe_names(v, "profile")
+        return v
 
 
 @dataclass(frozen=True)
@@ -153,6 +201,8 @@ class Cell:
     params: TaskParams = field(compare=False, hash=False)
     spec_hash: str = ""
     timeout_s: float | None = None
+    spec_path: str = field(default="", compare=False)
+    spec_sha256: str = field(default="", compare=False)
 
     @property
     def cell_id(self) -> str:
@@ -162,11 +212,33 @@ class Cell:
         )
 
 
+def _strict(model: type[BaseModel], data: dict) -> BaseModel:
+    """Validate TOML data strictly: a string is never a number or a boolean, a float never an integer.
+
+    Through JSON because pydantic's strict JSON mode is the one that still takes TOML arrays for tuples and
+    integers for floats, which are not coercions a user would be surprised by.
+    """
+    return model.model_validate_json(json.dumps(data, default=_not_json), strict=True)
+
+
+def _not_json(value: Any) -> Any:
+    if isinstance(value, (_dt.date, _dt.time, _dt.datetime)):
+        raise _DateInSpec(value)
+    raise TypeError(f"{type(value).__name__} is not a spec value")
+
+
+class _DateInSpec(TypeError):
+    def __init__(self, value) -> None:
+        super().__init__(f"TOML date/time {value.isoformat()} is not a valid spec value (write numbers, strings, "
+                         "booleans, arrays and tables)")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     path: Path
     raw: dict
     file: SpecFile
+    sha256: str = ""
 
     @property
     def task(self) -> str:
@@ -175,7 +247,7 @@ class TaskSpec:
     def params_for(self, variant: str, profile: str) -> TaskParams:
         task = TASKS.get(self.task)
         merged = {**self.file.params, **self.file.variants[variant], **self.file.profiles[profile].params}
-        return task.Params(**merged)
+        return _strict(task.Params, merged)
 
     def spec_hash(self, variant: str, profile: str, method: str, steps: int) -> str:
         """Hash of what determines a cell's numbers: the resolved params, method and steps."""
@@ -226,20 +298,37 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _read_toml(path: Path) -> tuple[dict, bytes]:
+    """The parsed TOML and the file's bytes; every way a file can be unreadable is a SpecError."""
+    if path.is_dir():
+        raise SpecError(path, [("", "is a directory; give a spec file (.toml)")])
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(path, [("", "file not found")]) from None
+    except OSError as exc:
+        raise SpecError(path, [("", f"cannot read the file ({exc.strerror or exc})")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, [("", f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8")]) from None
+    try:
+        return tomllib.loads(text), data
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, [("", f"not valid TOML: {exc}")]) from None
+
+
 def load_spec(path: Path | str) -> TaskSpec:
     """Read and fully validate one spec file; raise SpecError listing every problem found."""
     path = Path(path)
+    raw, data = _read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(path, [("", "file not found")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(path, [("", f"not valid TOML: {exc}")]) from None
-    try:
-        spec_file = SpecFile(**raw)
+        spec_file = _strict(SpecFile, raw)
     except ValidationError as exc:
         raise SpecError(path, _pydantic_problems(exc, model=SpecFile)) from None
-    spec = TaskSpec(path=path, raw=raw, file=spec_file)
+    except _DateInSpec as exc:
+        raise SpecError(path, [("", str(exc))]) from None
+    spec = TaskSpec(path=path, raw=raw, file=spec_file, sha256=hashlib.sha256(data).hexdigest())
     problems = _semantic_problems(spec)
     if problems:
         raise SpecError(path, problems)
@@ -268,6 +357,8 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
         for pname in f.profiles:
             try:
                 spec.params_for(vname, pname)
+            except _DateInSpec as exc:
+                problems.append((f"variants.{vname}", str(exc)))
             except ValidationError as exc:
                 for e in exc.errors():
                     key = str(e["loc"][0]) if e["loc"] else ""
@@ -350,7 +441,7 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
             task=f.task, variant=variant, backend=backend, method=method, steps=steps,
             precision=precision, scaling=scaling, seed=seed, profile=profile, device=prof.device,
             params=spec.params_for(variant, profile), spec_hash=spec.spec_hash(variant, profile, method, steps),
-            timeout_s=prof.timeout_s,
+            timeout_s=prof.timeout_s, spec_path=str(spec.path), spec_sha256=spec.sha256,
         ))
     return cells
 
@@ -358,3 +449,40 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
 def spec_files() -> list[Path]:
     """The specs shipped with the suite, one per task."""
     return sorted(SPEC_DIR.glob("*.toml"))
+
+
+def _declared_task(path: Path) -> str | None:
+    """The `task = ...` a spec file declares, read without validating the rest (None if unreadable)."""
+    try:
+        task = tomllib.loads(path.read_text(encoding="utf-8")).get("task")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return task if isinstance(task, str) else None
+
+
+def specs_for_tasks(paths: list[Path], tasks: list[str] | None) -> dict[str, TaskSpec]:
+    """Load (and validate) only the specs of `tasks` (all tasks the files declare when None).
+
+    Two files for one task are an error naming both; a broken spec blocks only its own task. A file whose
+    task cannot be read is loaded (and so reported) when it may be one the run needs: when every task
+    runs, or when its file name is a requested task's name; otherwise it is skipped with a warning.
+    """
+    by_task: dict[str, Path] = {}
+    unreadable: list[Path] = []
+    for path in paths:
+        task = _declared_task(path)
+        if task is None:
+            unreadable.append(path)
+            continue
+        if task in by_task:
+            raise SpecError(path, [("task", f"task {task!r} is already defined by {by_task[task]}; "
+                                    "one spec per task in a run (merge them, or use variants)")])
+        by_task[task] = path
+    wanted = set(tasks) if tasks is not None else None
+    for path in unreadable:
+        if wanted is None or path.stem in wanted:
+            load_spec(path)  # raises its SpecError
+        warnings.warn(f"skipping spec {path}: it cannot be read as TOML and is not needed by this run "
+                      f"(ctbench validate {path} says why)", stacklevel=2)
+    chosen = by_task if wanted is None else {t: p for t, p in by_task.items() if t in wanted}
+    return {task: load_spec(path) for task, path in chosen.items()}

@@ -114,25 +114,26 @@ def test_resume_skips_ok_cells_and_reruns_the_rest(tmp_path, stubs):
     path = tmp_path / "records.jsonl"
     text = path.read_text()
     path.write_text(text[: len(text) - 40])
-    with pytest.warns(UserWarning, match="truncated last line"):
+    with pytest.warns(UserWarning, match="skipping the last line"):
         assert len(read_records(tmp_path)) == 2
     ok_calls = stubs["ok"].solver_cls.calls
-    with pytest.warns(UserWarning, match="dropping a truncated last line"):
+    with pytest.warns(UserWarning, match="moved it to .*records.jsonl.corrupt"):
         summary = run_cells(cells, tmp_path, "r", resume=True)
     assert summary.skipped == 1  # the fp32 ok cell
     assert stubs["ok"].solver_cls.calls == ok_calls + 1  # only the lost fp16 cell ran again
     records = read_records(tmp_path)
     assert [r["cell_id"] for r in records].count(cells[1].cell_id) == 2  # the error cell was retried
     assert all(json.loads(line) for line in path.read_text().splitlines())
+    assert (tmp_path / "records.jsonl.corrupt").read_text().startswith('{"')  # the cut line, kept
 
 
 def test_reader_refuses_corruption_in_the_middle(tmp_path):
     store = RecordStore(tmp_path / "records.jsonl")
-    store.path.write_text('{"schema": 1}\n{not json\n{"schema": 1}\n')
+    store.path.write_text('{"schema": 2}\n{not json\n{"schema": 2}\n')
     with pytest.raises(RecordsError, match=r"records.jsonl:1: record lacks required keys"):
         read_records(tmp_path)
     store.path.write_text('garbage\n{"a": 1}\n')
-    with pytest.raises(RecordsError, match=r"records.jsonl:1: not a JSON record"):
+    with pytest.raises(RecordsError, match=r"records.jsonl:1: not JSON"):
         read_records(tmp_path)
     with pytest.raises(RecordsError, match="no records file"):
         read_records(tmp_path / "elsewhere")

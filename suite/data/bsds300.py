@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PatchData", "load_bsds300", "build_proxy", "PROXY_SPLITS", "ENV_PATH", "cache_dir"]
+__all__ = ["PatchData", "load_bsds300", "build_proxy", "PROXY_SPLITS", "ENV_PATH", "cache_dir", "identify_bsds300",
+           "file_fingerprint"]
 
 ENV_PATH = "CTBENCH_BSDS300"
 PATCH = 8
@@ -80,22 +82,43 @@ def _patches(grey: np.ndarray, stride: int, rng: np.random.Generator) -> np.ndar
     return flat[:, :-1].astype(np.float32)
 
 
+def _proxy_key(stride: int, seed: int) -> str:
+    return hashlib.sha256(json.dumps([PROXY_VERSION, PROXY_SPLITS, stride, seed]).encode()).hexdigest()[:12]
+
+
+def _load_cached(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached splits, or None (with a warning naming the file) when the cache file is damaged."""
+    try:
+        with np.load(path) as f:
+            splits = {name: np.asarray(f[name]) for name in PROXY_SPLITS}
+        if all(a.ndim == 2 and a.shape[1] == PATCH * PATCH - 1 and a.dtype == np.float32 for a in splits.values()):
+            return splits
+        why = "its arrays have the wrong shape or type"
+    except Exception as exc:  # noqa: BLE001 — any failure to read a cache file means: rebuild it
+        why = f"{type(exc).__name__}: {exc}"
+    warnings.warn(f"proxy cache {path} is corrupt ({why}); it will be rebuilt", stacklevel=3)
+    return None
+
+
 def build_proxy(stride: int = 4, seed: int = 0, root: Path | None = None) -> PatchData:
     """Build (or load from the cache) the proxy; deterministic for a given (stride, seed)."""
-    key = hashlib.sha256(json.dumps([PROXY_VERSION, PROXY_SPLITS, stride, seed]).encode()).hexdigest()[:12]
-    path = (root or cache_dir()) / f"bsds300-proxy-{key}.npz"
+    path = (root or cache_dir()) / f"bsds300-proxy-{_proxy_key(stride, seed)}.npz"
     provenance = (f"bsds300-proxy v{PROXY_VERSION}: images {PROXY_SPLITS}, 8x8 patches at stride {stride}, "
                   f"dequantization seed {seed}, split by image")
     if path.exists():
-        with np.load(path) as f:
-            return PatchData(f["train"], f["validation"], f["test"], "bsds300-proxy", provenance)
+        cached = _load_cached(path)
+        if cached is not None:
+            return PatchData(cached["train"], cached["validation"], cached["test"], "bsds300-proxy", provenance)
     rng = np.random.default_rng(seed)
     splits = {}
     for split, refs in PROXY_SPLITS.items():
         splits[split] = np.concatenate([_patches(_load_image(ref), stride, rng) for ref in refs])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **splits)
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **splits)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)  # atomic: a killed build never leaves a half-written cache
     return PatchData(splits["train"], splits["validation"], splits["test"], "bsds300-proxy", provenance)
 
@@ -120,13 +143,49 @@ def _read_real(path: Path) -> PatchData:
     return PatchData(splits["train"], splits["validation"], splits["test"], "BSDS300", f"real BSDS300 from {path}")
 
 
-def load_bsds300(source: str = "auto", path: str | None = None, proxy_stride: int = 4, seed: int = 0) -> PatchData:
-    """source: 'real' (the MAF file; error if missing), 'proxy', or 'auto' (real if a path is known)."""
+def file_fingerprint(path: Path, block: int = 1 << 20) -> str:
+    """Size plus a sha256 of the first, middle and last MiB: tells two data files apart in milliseconds
+    (hashing a multi-GB file in full for every resume would not), and survives a copy (no mtime)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        for start in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
+            fh.seek(start)
+            digest.update(fh.read(block))
+    return f"{size} bytes, sampled sha256 {digest.hexdigest()[:16]}"
+
+
+def _resolve(source: str, path: str | None) -> str | None:
+    """The real file's path to use, or None for the proxy (one rule for loading and for identifying)."""
     if source not in ("auto", "real", "proxy"):
         raise ValueError(f"data source {source!r}; allowed: auto, real, proxy")
     path = path or os.environ.get(ENV_PATH)
     if source == "proxy" or (source == "auto" and not path):
+        return None
+    return path or ""
+
+
+def identify_bsds300(source: str = "auto", path: str | None = None, proxy_stride: int = 4, seed: int = 0
+                     ) -> dict[str, str]:
+    """Which data `load_bsds300` with these arguments would return, without loading it."""
+    real = _resolve(source, path)
+    if real is None:
+        return {"dataset": "bsds300-proxy", "dataset_fingerprint": f"proxy key {_proxy_key(proxy_stride, seed)}"}
+    if not real:
+        return {"dataset": "BSDS300", "dataset_fingerprint": "no file given"}
+    try:
+        fingerprint = file_fingerprint(Path(real))
+    except OSError as exc:
+        fingerprint = f"unreadable: {exc.strerror or exc}"
+    return {"dataset": "BSDS300", "dataset_fingerprint": fingerprint}
+
+
+def load_bsds300(source: str = "auto", path: str | None = None, proxy_stride: int = 4, seed: int = 0) -> PatchData:
+    """source: 'real' (the MAF file; error if missing), 'proxy', or 'auto' (real if a path is known)."""
+    resolved = _resolve(source, path)
+    if resolved is None:
         return build_proxy(proxy_stride, seed)
+    path = resolved
     if not path:
         raise FileNotFoundError(
             f"real BSDS300 requested but no file given: set data_path in the spec or {ENV_PATH}=/path/to/BSDS300.hdf5 "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.records import FAILED_STATUSES, read_records
+from suite.records import FAILED_STATUSES, RecordsError, read_records
 from suite.report._frame import records_frame
 from suite.report._layouts import table_for
 from suite.report._plots import PLOTS
@@ -50,13 +50,22 @@ def _latex(table: pd.DataFrame) -> str:
 
 
 def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> ReportFiles:
+    """Tables and figures of a run into `out_dir` (default `reports/<name of the run directory>`).
+
+    The output folder never comes from the records' contents: a shared or crafted records file cannot
+    choose where the report is written.
+    """
     run_dir = Path(run_dir)
     records = read_records(run_dir)
     frame = records_frame(records)
     if frame.empty:
-        raise ValueError(f"{run_dir}: the records file holds no records; nothing to report")
+        raise RecordsError(f"{run_dir}: the records file holds no records; nothing to report "
+                           "(run cells first: ctbench run --out DIR)")
     run_id = frame["run_id"].iloc[-1]
-    out = Path(out_dir) if out_dir is not None else Path("reports") / run_id
+    if out_dir is None:
+        base = run_dir.resolve().parent if run_dir.is_file() else run_dir.resolve()
+        out_dir = Path("reports") / base.name
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     index = [f"# ctbench report: {run_id}", "", _provenance(frame)]

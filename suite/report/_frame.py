@@ -37,6 +37,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             if key in stats:
                 row[f"stats:{key}"] = _number(stats[key])
         row["device_name"] = (r.get("env") or {}).get("device_name", "")
+        dataset = (r.get("inputs") or {}).get("dataset") or (r.get("extra") or {}).get("dataset")
+        row["dataset"] = dataset if isinstance(dataset, str) else ""
         row.update({f"artifact:{k}": v for k, v in (r.get("artifacts") or {}).items()})
         row.update({f"extra:{k}": v for k, v in (r.get("extra") or {}).items() if isinstance(v, str)})
         rows.append(row)

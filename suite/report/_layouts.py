@@ -66,10 +66,23 @@ def stiff_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_for(task: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The task's table; unsupported cells are listed under it, not as rows of 'unsupported'."""
+    """The task's table; unsupported cells are listed under it, not as rows of 'unsupported'.
+
+    Rows of different data sets (a proxy and the real file, say) are never one row group: when a task's
+    records name more than one data set, the table is built per data set and every row says which.
+    """
     layout = LAYOUTS.get(task) if task in LAYOUTS else generic_table
     shown = frame[frame["status"] != "unsupported"]
-    return layout(shown if not shown.empty else frame)
+    shown = shown if not shown.empty else frame
+    datasets = list(dict.fromkeys(shown["dataset"])) if "dataset" in shown else [""]
+    if len(datasets) <= 1:
+        return layout(shown)
+    parts = []
+    for name in datasets:
+        part = layout(shown[shown["dataset"] == name]).drop(columns=["data"], errors="ignore")
+        part.insert(0, "data set", name or "(not recorded)")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 @LAYOUTS.register("cnf-2d")

@@ -112,6 +112,13 @@ class AbstractTask(abc.ABC):
         """The exact or float64 answer the metrics are measured against (empty if none)."""
         return {}
 
+    def input_identity(self, params: TaskParams) -> dict[str, str]:
+        """Which data a cell with these params would read, decided *without* reading it: `dataset` (the name
+        every record and table row carries) and `dataset_fingerprint`. `--resume` compares it with what a
+        recorded cell used, so a proxy row and a real-data row never mix silently. Empty for tasks whose
+        inputs are generated from the seed and the params alone (already covered by the spec hash)."""
+        return {}
+
 
 TASKS: Registry[AbstractTask] = Registry("task")
 

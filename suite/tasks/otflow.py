@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
-from suite.data.bsds300 import load_bsds300
+from suite.data.bsds300 import identify_bsds300, load_bsds300
 from suite.models.otflow_potential import OTFlowPotential
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
@@ -88,6 +88,9 @@ class OTFlowBSDS300(AbstractTask):
         "peak_mem_gib", "saved_for_backward_mib",
     )
     summary = "OT-Flow on BSDS300 patches (d=63; offline proxy without the real file): NLL, L, HJB, memory"
+
+    def input_identity(self, params: OTFlowParams) -> dict[str, str]:
+        return identify_bsds300(params.data_source, params.data_path, params.proxy_stride, seed=0)
 
     def run(self, params: OTFlowParams, ctx: CellContext) -> dict[str, float]:
         device, master = ctx.device, ctx.precision.master

@@ -10,8 +10,8 @@ so its reference is a float64 DTO Euler-Maruyama estimate on a fine grid with ma
 
 from __future__ import annotations
 
-import functools
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -70,17 +70,29 @@ def pathwise_gradients(solver, problem: SDEProblem, params: SDEBiasParams, dw: t
 MAX_DROPPED_FRACTION = 1e-3
 
 
-@functools.lru_cache(maxsize=8)
-def cev_reference(params: SDEBiasParams, device: str = "cpu") -> tuple[float, float, int]:
+_CEV_CACHE: dict[tuple[SDEBiasParams, str], tuple[float, float, int]] = {}
+
+
+def cev_reference(params: SDEBiasParams, device: str = "cpu",
+                  check: Callable[[], None] | None = None) -> tuple[float, float, int]:
     """(estimate, standard error, paths dropped) of dJ/dx0 for CEV: float64 DTO Euler-Maruyama, fine grid.
 
     Euler-Maruyama is known to diverge for superlinear diffusions (Hutzenthaler, Jentzen & Kloeden 2011):
     a rare path explodes to inf. Those paths are dropped from the reference and counted in the record;
-    more than MAX_DROPPED_FRACTION of them makes the reference fail instead."""
+    more than MAX_DROPPED_FRACTION of them makes the reference fail instead. `check` runs between chunks
+    (the cell's deadline); a finished reference is cached for the other cells of the run."""
+    key = (params, device)
+    if key not in _CEV_CACHE:
+        _CEV_CACHE[key] = _cev_reference(params, device, check or (lambda: None))
+    return _CEV_CACHE[key]
+
+
+def _cev_reference(params: SDEBiasParams, device: str, check: Callable[[], None]) -> tuple[float, float, int]:
     problem = sde_problem(params)
     chunk = 50_000
     grads = []
     for start in range(0, params.reference_paths, chunk):
+        check()
         n = min(chunk, params.reference_paths - start)
         dw = increments(params.reference_steps, n, params.T, seed=10_000 + start).to(device)
         t = torch.linspace(0.0, params.T, params.reference_steps + 1, dtype=torch.float64, device=device)
@@ -104,11 +116,12 @@ class SDEAdjointBias(AbstractTask):
     )
     summary = "dJ/dx0 of E[X_T] for GBM and CEV: DTO vs naive and corrected OTD, against exact references"
 
-    def reference(self, params: SDEBiasParams, device: str = "cpu") -> dict[str, float]:
+    def reference(self, params: SDEBiasParams, device: str = "cpu",
+                  check: Callable[[], None] | None = None) -> dict[str, float]:
         if params.problem == "gbm":
             gbm = GBM(params.mu, params.sigma, params.T, params.x0)
             return {"grad_reference": gbm.gradient(), "naive_limit": gbm.naive_adjoint_limit()}
-        estimate, stderr, dropped = cev_reference(params, device)
+        estimate, stderr, dropped = cev_reference(params, device, check)
         if dropped > MAX_DROPPED_FRACTION * params.reference_paths:
             raise NonFiniteResult(
                 f"the CEV reference lost {dropped} of {params.reference_paths} Euler paths to explosion "
@@ -118,13 +131,16 @@ class SDEAdjointBias(AbstractTask):
 
     def run(self, params: SDEBiasParams, ctx: CellContext) -> dict[str, float]:
         dtype = ctx.precision.master
+        ctx.check_deadline()
         dw = increments(ctx.steps, params.paths, params.T, ctx.seed)
+        ctx.check_deadline()
         grads, timing = pathwise_gradients(ctx.solver, sde_problem(params), params, dw, ctx.device, dtype)
+        ctx.check_deadline()
         ctx.report_progress(0.8)
         estimate = float(grads.mean())
         if not math.isfinite(estimate):
             raise NonFiniteResult(f"the gradient estimate is {estimate} (paths went inf/NaN in {ctx.precision.name})")
-        reference = self.reference(params, str(ctx.device))
+        reference = self.reference(params, str(ctx.device), check=ctx.check_deadline)
         truth = reference["grad_reference"]
         ctx.timing.update(timing)
         ctx.extra["sde_type"] = ctx.solver.sde_type
