@@ -487,3 +487,23 @@ def test_reporter_progress_is_plain_text(capsys):
     reporter.cell_finished(c, {"status": "error", "timing": {"total_s": 0.1}, "reason": "[bold]oops[/bold] [/"})
     reporter.finish(None)
     assert "[bold]oops[/bold] [/" in capsys.readouterr().err
+
+
+def test_lock_without_flock_detects_a_stale_holder_by_pid_and_host(tmp_path, monkeypatch):
+    import socket
+
+    from suite import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "fcntl", None)  # e.g. a network file system without flock
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / lock_module.LOCK_NAME
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then", "command": "x"}))
+    with lock_module.RunLock(tmp_path) as held:
+        assert held.took_over["pid"] == dead.pid
+        with pytest.raises(lock_module.RunLocked, match=f"pid {os.getpid()} on host"):
+            lock_module.RunLock(tmp_path).acquire()  # a live holder (this process) is respected
+    assert not path.exists()  # released
+    path.write_text(json.dumps({"pid": dead.pid, "host": "another-host", "since": "then", "command": "x"}))
+    with pytest.raises(lock_module.RunLocked, match="on host another-host"):
+        lock_module.RunLock(tmp_path).acquire()  # a pid on another host cannot be checked: not stale
