@@ -164,12 +164,16 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
         return {**outcome, "status": Status.UNSUPPORTED.value, "reason": reason}
     device = torch.device(cell.device)
     precision = get_precision(cell.precision)
+    solver = backend.solver(cell.method, cell.precision, cell.scaling)
+    if cell.on_overflow == "skip":
+        solver.on_failure = "nonfinite"  # the engine hands back NaN gradients; the training loop skips the step
     ctx = CellContext(
-        solver=backend.solver(cell.method, cell.precision, cell.scaling), precision=precision,
+        solver=solver, precision=precision, on_overflow=cell.on_overflow,
         scaling=cell.scaling, method=cell.method, steps=cell.steps, seed=cell.seed, device=device,
         deadline=time.monotonic() + cell.timeout_s if cell.timeout_s else None, progress=progress,
         run_dir=run_dir, artifact_prefix=_artifact_prefix(cell),
     )
+    ctx.extra["precision_policy"] = solver.precision_policy
     torch.manual_seed(cell.seed)  # for code outside our control; tasks use ctx.generator()
     started = time.perf_counter()
     status, reason = Status.OK, ""

@@ -92,6 +92,9 @@ def _check_methods(values: list[str]) -> list[str]:
 class SolverSpec(_Strict):
     method: str
     steps: int = Field(gt=0)
+    on_overflow: Literal["fail", "skip"] = Field(
+        "fail", description="training cells: a non-finite gradient ends the cell (fail) or skips that "
+        "optimizer step and counts it (skip, as GradScaler does)")
 
     @field_validator("method")
     @classmethod
@@ -201,6 +204,7 @@ class Cell:
     params: TaskParams = field(compare=False, hash=False)
     spec_hash: str = ""
     timeout_s: float | None = None
+    on_overflow: str = "fail"
     spec_path: str = field(default="", compare=False)
     spec_sha256: str = field(default="", compare=False)
 
@@ -254,7 +258,7 @@ class TaskSpec:
         payload = {
             "task": self.task,
             "params": self.params_for(variant, profile).model_dump(mode="json"),
-            "solver": {"method": method, "steps": steps},
+            "solver": {"method": method, "steps": steps, "on_overflow": self.file.solver.on_overflow},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -442,6 +446,7 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
             precision=precision, scaling=scaling, seed=seed, profile=profile, device=prof.device,
             params=spec.params_for(variant, profile), spec_hash=spec.spec_hash(variant, profile, method, steps),
             timeout_s=prof.timeout_s, spec_path=str(spec.path), spec_sha256=spec.sha256,
+            on_overflow=f.solver.on_overflow,
         ))
     return cells
 

@@ -50,7 +50,7 @@ def test_convergence_order_float64(method):
 
 # ------------------------------------------------------------------ gradients (float64)
 @pytest.mark.parametrize(
-    ("precision", "dtype", "rtol"), [("fp64", torch.float64, 1e-10), ("fp32", torch.float32, 2e-5)]
+    ("precision", "dtype", "rtol"), [("fp64", torch.float64, 1e-10), ("fp32", torch.float32, 1e-4)]
 )
 @pytest.mark.parametrize("method", ["euler", "rk4", "rk4-38"])
 def test_gradients_equal_unrolled_autograd(method, precision, dtype, rtol):
@@ -154,21 +154,29 @@ def test_fp32_engine_equals_torchdiffeq_direct_tuple_state():
 
 
 # ------------------------------------------------------------------ precision policy
+class _Recording(torch.nn.Module):
+    """Wraps a field and records the dtypes it sees (t, y, its own weight)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def forward(self, t, y):
+        self.seen.append((t.dtype, y.dtype, self.inner.l1.weight.dtype))
+        return self.inner(t, y)
+
+
 def test_low_precision_policy_dtypes():
-    """f sees the compute dtype, the trajectory is stored low, parameter grads come back in fp32."""
-    field = MLPField(dtype=torch.float32)
-    seen = []
-
-    def f(t, y):
-        seen.append((t.dtype, y.dtype, field.l1.weight.dtype))
-        return field(t, y)
-
+    """f sees the compute dtype, the caller's parameters stay fp32, gradients come back in fp32."""
+    field = _Recording(MLPField(dtype=torch.float32))
     y0 = torch.randn(4, 3, requires_grad=True)
-    traj = odeint(f, y0, torch.linspace(0, 1, 3), precision="bf16", params=list(field.parameters()))
-    assert traj.dtype == torch.bfloat16
-    assert set(seen) == {(torch.bfloat16, torch.bfloat16, torch.bfloat16)}
-    traj[-1].float().sum().backward()
-    assert field.l1.weight.dtype == torch.float32 and field.l1.weight.grad.dtype == torch.float32
+    traj = odeint(field, y0, torch.linspace(0, 1, 3), precision="bf16")
+    assert traj.dtype == torch.float32  # the accumulation dtype: dL/dy(T) enters unquantized
+    assert set(field.seen) == {(torch.bfloat16, torch.bfloat16, torch.bfloat16)}
+    assert odeint(field, y0, torch.linspace(0, 1, 3), precision="bf16", output="storage").dtype == torch.bfloat16
+    traj[-1].sum().backward()
+    weight = field.inner.l1.weight
+    assert weight.dtype == torch.float32 and weight.grad.dtype == torch.float32
     assert y0.grad.dtype == torch.float32
 
 
@@ -237,8 +245,10 @@ def test_dynamic_scaling_synchronizes_once_per_round_not_per_step():
     assert stats.n_host_syncs_backward == 1
     assert stats.n_backward_attempts == 399
     _, _, stats = _stiff_gradients("fp16", "dynamic")
-    assert stats.n_host_syncs_backward <= 1 + stats.n_retries < 399
-    assert stats.n_backward_attempts == 399 + stats.n_retries
+    # each overflow: one round ends early (its later attempts wasted), then rounds of 1, 2, 4, ... steps
+    assert 1 <= stats.n_retries
+    assert stats.n_host_syncs_backward <= 1 + stats.n_retries * (2 + math.ceil(math.log2(399)))
+    assert 399 + stats.n_retries <= stats.n_backward_attempts < 2 * 399
 
 
 def test_scale_follows_the_scaled_adjoint_not_the_unscaled_one():
@@ -252,34 +262,43 @@ def test_scale_follows_the_scaled_adjoint_not_the_unscaled_one():
 
 
 # ------------------------------------------------------------------ failures leave nothing changed
-def test_parameters_restored_after_an_error_in_forward():
+def test_caller_tensors_untouched_after_an_error_in_forward():
     field = MLPField(dtype=torch.float32)
+    before = [p.detach().clone() for p in field.parameters()]
     calls = {"n": 0}
 
-    def f(t, y):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("injected failure")
-        return field(t, y)
+    class Failing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = field
+
+        def forward(self, t, y):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("injected failure")
+            return self.inner(t, y)
 
     with pytest.raises(RuntimeError, match="injected failure"):
-        odeint(f, torch.randn(2, 3), torch.linspace(0, 1, 4), precision="fp16", params=list(field.parameters()))
-    assert all(p.dtype == torch.float32 for p in field.parameters())
+        odeint(Failing(), torch.randn(2, 3), torch.linspace(0, 1, 4), precision="fp16")
+    for p, b in zip(field.parameters(), before):
+        assert p.dtype == torch.float32 and torch.equal(p.detach(), b)
 
 
-def test_parameters_restored_when_the_scaler_gives_up():
-    """sqrt at 0: finite forward, infinite derivative → non-finite at every scale → ScalerExhausted."""
+def test_the_scaler_gives_up_when_no_scale_can_help():
+    """sqrt at 0: finite forward, infinite derivative: the VJP is non-finite at every scale."""
     theta = torch.ones(1, requires_grad=True)
 
-    def f(t, y):
-        return theta * torch.sqrt(y)
+    def f(t, y, th):
+        return th * torch.sqrt(y)
 
     y0 = torch.zeros(3, requires_grad=True)
-    traj = odeint(f, y0, torch.linspace(0, 1, 5), precision="fp16", scaling="dynamic", params=[theta],
-                  max_retries=6)
-    with pytest.raises(ScalerExhausted, match=r"non-finite at step 3 of 4 after 6 halvings"):
-        traj[-1].float().sum().backward()
-    assert theta.dtype == torch.float32
+    stats = SolveStats()
+    traj = odeint(f, y0, torch.linspace(0, 1, 5), precision="fp16", scaling="dynamic", args=(theta,),
+                  max_retries=6, stats=stats)
+    with pytest.raises(ScalerExhausted, match=r"gave up at step 3 of 4: the adjoint stayed non-finite after 6 "):
+        traj[-1].sum().backward()
+    assert stats.n_retries == 6  # exactly max_retries halvings, then it stops
+    assert theta.dtype == torch.float32 and theta.grad is None
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
@@ -288,11 +307,16 @@ def test_tuple_state_has_the_accuracy_of_a_single_tensor(precision):
     field = TupleField(dtype=torch.float32)
     z0, l0 = torch.randn(5, 2), torch.zeros(5, 1)
 
-    def packed(t, y):
-        dz, dl = field(t, (y[:, :2], y[:, 2:]))
-        return torch.cat([dz, dl], 1)
+    class Packed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.field = field
+
+        def forward(self, t, y):
+            dz, dl = self.field(t, (y[:, :2], y[:, 2:]))
+            return torch.cat([dz, dl], 1)
 
     t = torch.linspace(1.0, 0.0, 9)
     z, logp = odeint(field, (z0, l0), t, precision=precision)
-    joint = odeint(packed, torch.cat([z0, l0], 1), t, precision=precision, params=list(field.parameters()))
+    joint = odeint(Packed(), torch.cat([z0, l0], 1), t, precision=precision)
     torch.testing.assert_close(torch.cat([z, logp], 2), joint, rtol=0, atol=0)

@@ -40,6 +40,12 @@ class AbstractSolver:
     """A backend bound to one cell's method, precision and scaling."""
 
     naive_adjoint = False  # True for estimators known to converge to the wrong gradient (shown, not hidden)
+    on_failure = "raise"  # what the engine's scaler does when it gives up (other solvers ignore it)
+
+    @property
+    def precision_policy(self) -> str:
+        """How low precision is applied: 'cast' (the field runs on cast copies) or 'autocast'."""
+        return getattr(self, "policy", "cast")
 
     def estimator_label(self) -> str:
         """How a gradient comparison names this solver's estimator (the SDE backends say dto-em, otd-naive, ...)."""
@@ -66,6 +72,12 @@ class AbstractSolver:
         """Integrate on the grid t; return the trajectory stacked over t (torchdiffeq's convention)."""
         raise TypeError(f"{type(self).__name__} does not integrate ODEs (the runner should have said unsupported)")
 
+    def final_state(self, func: Callable, y0, t: torch.Tensor, params: Sequence[torch.Tensor] | None = None):
+        """y(T) only, for a loss on the final state: `odeint(...)[-1]` here; the engine returns it in its
+        accumulation dtype without keeping a second trajectory (so ∂L/∂y(T) enters the backward unquantized)."""
+        traj = self.odeint(func, y0, t, params=params)
+        return tuple(x[-1] for x in traj) if isinstance(traj, tuple) else traj[-1]
+
     def sdeint(self, problem, y0: torch.Tensor, t: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
         """Integrate the SDE `problem` on the grid t with the Brownian increments dw (SDE backends only)."""
         raise TypeError(f"{type(self).__name__} does not integrate SDEs (the runner should have said unsupported)")
@@ -86,6 +98,8 @@ class AbstractSolver:
 
 class AutocastSolver(AbstractSolver):
     """Low precision the way users do it with a third-party solver: torch.autocast around solve and loss."""
+
+    policy = "autocast"
 
     def autocast(self, device):
         kind = torch.device(device).type

@@ -14,12 +14,23 @@ import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AutocastSolver, Capabilities
 from suite.engine import get_method
-from suite.engine._step import combine
 
 # Our method name -> torchdiffeq's name for the same tableau.
 _NATIVE = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun2", "rk4-38": "rk4"}
 _REGISTERED_PREFIX = "ctbench-"
 _TABLEAU_METHODS = ("rk4",)  # tableaux torchdiffeq lacks; registered on first use
+
+
+def combine(base, h, coefs, ks):
+    """base + h·Σ coef·k (or Σ coef·k without base), skipping zero coefficients."""
+    total = None
+    for coef, k in zip(coefs, ks):
+        if coef != 0.0:
+            term = k * coef
+            total = term if total is None else total + term
+    if base is None:
+        return total
+    return base if total is None else base + h * total
 
 
 def _torchdiffeq():

@@ -1,92 +1,133 @@
-"""Adjoint scaling strategies for the engine's backward pass.
+"""Dynamic per-step adjoint scaling for the engine's backward pass.
 
-Both strategies keep their state in device tensors so that the backward loop never has to ask the
-host what happened on a step. The dynamic one decides everything from *scaled* quantities:
+    S_i = 2^(E - e_i),  e_i = the binary exponent of max|a_i|  (so S_i·max|a_i| < 2^E ≤ 2^15)
 
-    S_i = 2^(floor(log2(target / max|a_i|)))      with target = 2^(min(emax, 15) - e)
+E = top - headroom is the target exponent. After each attempt the *scaled* outputs decide: an overflow
+(inf/NaN in the VJP) halves the scale and the step is retried (E - 1); a clean step whose largest scaled
+output stayed below max/8 doubles it (E + 1, at most top - 1). Deciding on scaled quantities is what keeps the
+scale from growing until it overflows (the reference implementation compared the unscaled adjoint).
 
-where e ≥ 1 is a headroom exponent: +1 (halve S) and retry when a VJP overflows, -1 (double S) after a
-clean step whose largest scaled output stayed below max/8. The scale follows the adjoint's own
-magnitude at every step, and the headroom learns how much the vector-Jacobian product amplifies it.
-The reference implementation compared the *unscaled* adjoint with the target, so it doubled after
-almost every clean step until it overflowed; deciding on the scaled outputs avoids that.
+Everything lives in device tensors: no host synchronization per step. The backward loop reads the state
+once per round (`snapshot`). An `AdjointScaler` kept across solves keeps its learned E, so a training loop
+does not pay the same retries every iteration.
+
+Giving up, with the reason: when the adjoint itself is non-finite (the loss's gradient or an earlier step
+was inf/NaN) or the stored forward trajectory is non-finite, no scale can help and the scaler gives up at
+the first rejected attempt; otherwise after `max_retries` halvings at one step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FixedScale", "DynamicScale", "ScalerExhausted"]
+__all__ = ["AdjointScaler", "ScalerExhausted", "ScalerRound", "GIVE_UP_REASONS"]
+
+GIVE_UP_REASONS = {
+    1: "the adjoint stayed non-finite after {retries} halvings of the scale at this step (the vector field's "
+       "vector-Jacobian product overflows at every scale tried, or is inf/NaN for finite inputs)",
+    2: "the incoming adjoint is itself non-finite (the loss's gradient, or an earlier step, is inf/NaN): "
+       "no scale can fix that",
+    3: "the stored forward trajectory is non-finite (the forward solve overflowed): no scale can fix that",
+}
 
 
 class ScalerExhausted(FloatingPointError):
-    """The adjoint stayed non-finite at one step after every allowed retry."""
+    """The adjoint could not be made finite at one step (see the message for why)."""
 
 
-class FixedScale:
-    """No scaling: S = 1, every attempt is accepted."""
+class AdjointScaler:
+    """The dynamic scaler's policy and its learned state; pass the same instance to successive solves."""
 
-    dynamic = False
-
-    def __init__(self, device: torch.device, accumulate: torch.dtype) -> None:
-        self.one = torch.ones((), device=device, dtype=accumulate)
-
-    def scale(self, adjoint_max: torch.Tensor | None) -> torch.Tensor:
-        return self.one
-
-
-class DynamicScale:
-    """Per-step power-of-two adjoint scaling with retry on overflow (see module docstring)."""
-
-    dynamic = True
-
-    def __init__(
-        self,
-        device: torch.device,
-        accumulate: torch.dtype,
-        compute: torch.dtype,
-        initial_headroom: int = 5,
-        max_retries: int = 40,
-    ) -> None:
+    def __init__(self, compute: torch.dtype, initial_headroom: int = 5, max_retries: int = 40) -> None:
         info = torch.finfo(compute)
-        self.top_exponent = min(int(math.floor(math.log2(info.max))), 15)
+        self.compute = compute
+        self.top = min(int(math.floor(math.log2(info.max))), 15)
         self.safe_max = info.max / 8.0
+        self.initial_headroom = initial_headroom
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.max_retries = max_retries
+        self.exponent_floor = -126 - 24  # below this the fp32 accumulator cannot hold S·a anyway
+        self._target: torch.Tensor | None = None  # learned E, a device tensor kept across solves
+
+    @property
+    def headroom(self) -> float | None:
+        """The learned headroom (top - E), read from the device (a host sync; for records, not for loops)."""
+        return None if self._target is None else float(self.top - self._target.item())
+
+    def start(self, device: torch.device, accumulate: torch.dtype, n_steps: int,
+              trajectory_finite: torch.Tensor) -> ScalerRound:
+        if self._target is None or self._target.device != device:
+            self._target = torch.full((), self.top - self.initial_headroom, dtype=torch.int64, device=device)
+        return ScalerRound(self, device, accumulate, n_steps, trajectory_finite)
+
+
+class ScalerRound:
+    """The scaler's device state during one backward pass (a few 0-d tensors).
+
+    Steps run optimistically in rounds the host launches without looking: an attempt whose scaled outputs
+    are non-finite is rejected and freezes the rest of its round (`go` turns False), and the host, reading
+    the state once at the round's end, retries that step with the scale halved. A round after a retry is
+    short (1, 2, 4, ... steps) so that few attempts are wasted while the adjoint is hard to scale.
+    """
+
+    def __init__(self, policy: AdjointScaler, device, accumulate, n_steps: int, trajectory_finite) -> None:
+        self.policy = policy
         kw = {"device": device}
-        self.headroom = torch.full((), float(initial_headroom), dtype=torch.float32, **kw)
-        self.consecutive = torch.zeros((), dtype=torch.int64, **kw)
-        self.exhausted = torch.zeros((), dtype=torch.bool, **kw)
-        self.n_retries = torch.zeros((), dtype=torch.int64, **kw)
-        self.accepted_scale = torch.ones((), dtype=accumulate, **kw)
-        self.scale_min = torch.full((), math.inf, dtype=torch.float64, **kw)
-        self.scale_max = torch.full((), -math.inf, dtype=torch.float64, **kw)
-        self._current = torch.ones((), dtype=accumulate, **kw)
-        self.accumulate = accumulate
+        self.E = policy._target  # updated in place: the learned value persists in the policy
+        self.go = torch.ones((), dtype=torch.bool, **kw)
+        self.accepted = torch.zeros((), dtype=torch.int64, **kw)
+        self.scales = torch.ones(n_steps, dtype=accumulate, **kw)
+        self.scale_views = self.scales.unbind()
+        self.one = torch.ones((), dtype=accumulate, **kw)
+        self.trajectory_finite = trajectory_finite
+        self._current: torch.Tensor = self.one
+
+    def new_round(self) -> None:
+        self.go.fill_(True)
+        self.accepted.zero_()
 
     def scale(self, adjoint_max: torch.Tensor) -> torch.Tensor:
-        """The scale for this attempt, from the adjoint's own magnitude (a device tensor, no sync)."""
-        amax = adjoint_max.float()
-        usable = torch.isfinite(amax) & (amax > 0)
-        exponent = (self.top_exponent - self.headroom) - torch.log2(torch.where(usable, amax, 1.0))
-        exponent = torch.where(usable, torch.floor(exponent), 0.0).clamp(-120.0, 120.0)
-        self._current = torch.exp2(exponent).to(self.accumulate)
+        """S (0-d) for this attempt from max|a| (a 0-d device tensor): 2^(E - exponent(max|a|))."""
+        power = (self.E - torch.frexp(adjoint_max)[1]).clamp_(self.policy.exponent_floor, 127)
+        self._current = torch.ldexp(self.one, power)
         return self._current
 
-    def observe(self, scaled_max: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """Given the largest scaled magnitude of the attempt, return whether it is accepted."""
-        finite = torch.isfinite(scaled_max)
-        ok = finite & active & ~self.exhausted
-        retry = ~finite & active & ~self.exhausted
-        grow = ok & (scaled_max < self.safe_max)
-        shrunk = (self.headroom - 1).clamp(min=1)
-        self.headroom = torch.where(retry, self.headroom + 1, torch.where(grow, shrunk, self.headroom))
-        self.consecutive = torch.where(retry, self.consecutive + 1, torch.zeros_like(self.consecutive))
-        self.exhausted = self.exhausted | (self.consecutive > self.max_retries)
-        self.n_retries = self.n_retries + retry.long()
-        s64 = self._current.double()
-        self.scale_min = torch.where(ok, torch.minimum(self.scale_min, s64), self.scale_min)
-        self.scale_max = torch.where(ok, torch.maximum(self.scale_max, s64), self.scale_max)
-        self.accepted_scale = torch.where(ok, self._current, self.accepted_scale)
-        return ok
+    def observe(self, scaled_max: torch.Tensor, step: int) -> torch.Tensor:
+        """Accept the attempt at host step `step` iff its scaled outputs are finite and the round is not frozen;
+        grow the scale after a clean step whose largest scaled output stayed below max/8."""
+        self.go.logical_and_(torch.isfinite(scaled_max))
+        self.E.add_((scaled_max < self.policy.safe_max) & self.go).clamp_(max=self.policy.top - 1)
+        self.accepted.add_(self.go)
+        self.scale_views[step].copy_(self._current)
+        return self.go
+
+    def snapshot(self, adjoint: list[torch.Tensor]) -> RoundState:
+        """The one host synchronization of a round."""
+        adjoint_finite = torch.stack([torch.isfinite(a).all() for a in adjoint]).all()
+        values = torch.stack([
+            self.go.double(), self.accepted.double(), adjoint_finite.double(), self.trajectory_finite.double(),
+            self.scales.min().double(), self.scales.max().double(), self.scales[0].double(), self.E.double(),
+        ]).tolist()
+        go, accepted, adj_ok, traj_ok, lo, hi, final, target = values
+        return RoundState(bool(go), int(accepted), bool(adj_ok), bool(traj_ok), lo, hi, final,
+                          self.policy.top - target)
+
+    def halve(self) -> None:
+        """The retry: one more bit of headroom (a device op; no sync)."""
+        self.E.sub_(1).clamp_(min=self.policy.exponent_floor)
+
+
+@dataclass
+class RoundState:
+    go: bool
+    accepted: int
+    adjoint_finite: bool
+    trajectory_finite: bool
+    scale_min: float
+    scale_max: float
+    scale_final: float
+    headroom: float

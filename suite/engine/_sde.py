@@ -8,7 +8,7 @@ argument, so every estimator of a comparison can share the same paths.
 
 Noise types (shapes for a state of shape (batch, d) and increments of shape (N, batch, m)):
     diagonal: g(t, x) has shape (batch, d), m = d, the noise term is g ⊙ dW;
-    additive: like diagonal but g does not depend on x (evaluated once per step, never at the predictor);
+    additive: like diagonal but g does not depend on x (Heun still averages g(t_n) and g(t_n+1));
     general:  g(t, x) has shape (batch, d, m), the noise term is g @ dW.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.engine._field import FieldCall
 from suite.precision import Precision, get_precision, tf32_mode
 
 __all__ = ["sdeint", "SDE_METHODS", "NOISE_TYPES", "SDEProblem"]
@@ -29,42 +30,40 @@ NOISE_TYPES = ("diagonal", "additive", "general")
 
 @dataclass(frozen=True)
 class SDEProblem:
-    """An Itô SDE dX = f dt + g dW with diagonal noise, and ∂g_i/∂x_i for its Stratonovich form.
+    """An Itô SDE dX = f dt + g dW, and ∂g_i/∂x_i for its Stratonovich form (diagonal noise).
 
-    The Stratonovich SDE with the same solution has drift f - ½ g ⊙ ∂g/∂x (diagonal noise); schemes that
-    solve Stratonovich SDEs (Heun, midpoint, reversible Heun) must be given that drift.
+    The Stratonovich SDE with the same solution has drift f - ½ g ⊙ ∂g/∂x for diagonal noise (and f itself
+    for additive noise); schemes that solve Stratonovich SDEs (Heun, midpoint, reversible Heun) must be
+    given that drift. For general noise the correction is f_i - ½ Σ_jk G_kj ∂G_ij/∂x_k, which needs the
+    full derivative of G: not implemented, so a Stratonovich drift of a general-noise problem is refused.
     """
 
     drift: Callable
     diffusion: Callable
-    diffusion_dx: Callable
+    diffusion_dx: Callable | None = None
     noise: str = "diagonal"
 
+    def __post_init__(self) -> None:
+        if self.noise not in NOISE_TYPES:
+            raise ValueError(f"noise {self.noise!r}; allowed: {', '.join(NOISE_TYPES)}")
+
     def stratonovich_drift(self, t, x):
+        if self.noise == "additive":
+            return self.drift(t, x)
         return self.drift(t, x) - 0.5 * self.diffusion(t, x) * self.diffusion_dx(t, x)
 
     def drift_for(self, sde_type: str) -> Callable:
         if sde_type not in ("ito", "stratonovich"):
             raise ValueError(f"sde_type {sde_type!r}; allowed: ito, stratonovich")
-        return self.drift if sde_type == "ito" else self.stratonovich_drift
-
-
-def _low_precision_call(fn: Callable, precision: Precision) -> Callable:
-    """fn evaluated with its inputs (and, for a Module, its parameters) in the compute dtype.
-
-    Parameters are cast by differentiable copies (torch.func.functional_call), never in place, so the
-    autograd graph of the steps stays valid and gradients reach the fp32 master parameters.
-    """
-    low = precision.compute
-    if isinstance(fn, torch.nn.Module):
-        def call(t, x):
-            tensors = {k: (v.to(low) if v.is_floating_point() else v)
-                       for k, v in {**dict(fn.named_parameters()), **dict(fn.named_buffers())}.items()}
-            return torch.func.functional_call(fn, tensors, (t.to(low), x.to(low)))
-    else:
-        def call(t, x):
-            return fn(t.to(low), x.to(low))
-    return call
+        if sde_type == "ito":
+            return self.drift
+        if self.noise == "general":
+            raise ValueError(
+                "the Itô-to-Stratonovich drift correction for general noise (f_i - ½ Σ_jk G_kj ∂G_ij/∂x_k) is not "
+                "implemented; use an Itô scheme (euler-maruyama) or give the Stratonovich drift yourself")
+        if self.noise == "diagonal" and self.diffusion_dx is None:
+            raise ValueError("a Stratonovich scheme on a diagonal-noise problem needs diffusion_dx (∂g_i/∂x_i)")
+        return self.stratonovich_drift
 
 
 def _noise(g: torch.Tensor, dw: torch.Tensor, noise: str) -> torch.Tensor:
@@ -84,6 +83,7 @@ def sdeint(
     noise: str = "diagonal",
     precision: str | Precision = "fp32",
     accumulate: torch.dtype | None = None,
+    policy: str = "cast",
 ) -> torch.Tensor:
     """Integrate on the grid t with the increments dw; return the trajectory of shape (len(t), *y0.shape).
 
@@ -94,6 +94,9 @@ def sdeint(
         method: "euler-maruyama" (Itô) or "heun" (Stratonovich).
         noise: "diagonal", "additive" or "general".
         precision: the engine's policies (fp64, fp32, tf32, bf16, fp16).
+        policy: "cast" (drift and diffusion on compute-dtype copies of their parameters, cast once per
+            solve; a closure must compute in the dtype it is given) or "autocast" (under torch.autocast,
+            fp32 parameters), as for `odeint`.
     """
     if method not in SDE_METHODS:
         raise ValueError(f"method {method!r}; allowed: {', '.join(SDE_METHODS)}")
@@ -109,22 +112,38 @@ def sdeint(
         raise ValueError(f"dw: {noise} noise needs m = d = {y0.shape[1]} increments per path, got {dw.shape[2]}")
     prec = get_precision(precision)
     acc = accumulate or prec.accumulate
-    f = _low_precision_call(drift, prec)
-    g = _low_precision_call(diffusion, prec)
+    # Parameters are cast once per solve, by differentiable copies (the steps are differentiated by autograd).
+    calls = [FieldCall(fn, policy=policy, compute=prec.compute, accumulate=acc, params=None, args=(),
+                       device=y0.device) for fn in (drift, diffusion)]
+    bindings = [c.bind(differentiable=True) for c in calls]
+    state_dtype = calls[0].state_dtype
     x = y0.to(acc)
     out = [x.to(prec.storage)]
-    with torch.autocast(y0.device.type, enabled=False), tf32_mode(prec.tf32):
+    times = t.to(acc).to(state_dtype)
+
+    def evaluate(k: int, time, state):
+        if not calls[k].checked:
+            return calls[k].first_call(bindings[k].call, time, state)
+        return bindings[k].call(time, state)
+
+    with torch.autocast(y0.device.type, enabled=False), tf32_mode(prec.tf32), bindings[0].context, \
+            bindings[1].context:
         for i in range(t.shape[0] - 1):
             h = (t[i + 1] - t[i]).to(acc)
             dwi = dw[i].to(acc)
-            f0 = f(t[i], x).to(acc)
-            g0 = g(t[i], x).to(acc)
+            xs = x.to(state_dtype)
+            f0 = evaluate(0, times[i], xs).to(acc)
+            g0 = evaluate(1, times[i], xs).to(acc)
             if method == "euler-maruyama":
                 x = x + f0 * h + _noise(g0, dwi, noise)
             else:
                 predictor = x + f0 * h + _noise(g0, dwi, noise)
-                f1 = f(t[i + 1], predictor).to(acc)
-                g1 = g0 if noise == "additive" else g(t[i + 1], predictor).to(acc)
+                ps = predictor.to(state_dtype)
+                f1 = evaluate(0, times[i + 1], ps).to(acc)
+                # additive noise too: g at t_{n+1} (the trapezoid in time, as torchsde's Heun), not g(t_n) again
+                g1 = evaluate(1, times[i + 1], ps).to(acc)
                 x = x + 0.5 * (f0 + f1) * h + _noise(0.5 * (g0 + g1), dwi, noise)
             out.append(x.to(prec.storage))
+    for b in bindings:
+        b.write_back()
     return torch.stack(out)

@@ -24,6 +24,9 @@ class SolveStats:
     scale_max: float | None = None
     n_host_syncs_forward: int = 0
     n_host_syncs_backward: int = 0
+    headroom_final: float | None = None
+    gave_up: str | None = None
+    policy: str = "cast"
     backward_done: bool = False
     notes: list[str] = field(default_factory=list)
 

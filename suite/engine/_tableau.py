@@ -42,13 +42,14 @@ class ButcherTableau:
                 raise ValueError(f"tableau {self.name}: row sum of a[{j}] != c[{j}]")
         if sum(self.b, Fraction(0)) != 1:
             raise ValueError(f"tableau {self.name}: weights b must sum to 1")
-        # Second-order condition Σ b_j c_j = 1/2 where the claimed order needs it.
-        if self.order >= 2 and sum((bj * cj for bj, cj in zip(self.b, self.c)), Fraction(0)) != Fraction(1, 2):
-            raise ValueError(f"tableau {self.name}: claims order {self.order} but Σ b c != 1/2")
-        if self.order >= 3 and sum((bj * cj * cj for bj, cj in zip(self.b, self.c)), Fraction(0)) != Fraction(1, 3):
-            raise ValueError(f"tableau {self.name}: claims order {self.order} but Σ b c² != 1/3")
-        if self.order >= 4 and sum((bj * cj**3 for bj, cj in zip(self.b, self.c)), Fraction(0)) != Fraction(1, 4):
-            raise ValueError(f"tableau {self.name}: claims order {self.order} but Σ b c³ != 1/4")
+        if self.order < 1:
+            raise ValueError(f"tableau {self.name}: order must be at least 1, got {self.order}")
+        for tree, weight, density in _order_conditions(self.a, self.b, self.order):
+            if weight != Fraction(1, density):
+                raise ValueError(
+                    f"tableau {self.name}: claims order {self.order} but the order-{_tree_order(tree)} condition "
+                    f"for the rooted tree {_tree_text(tree)} fails: Σ b·Φ = {weight}, needs 1/{density}"
+                )
 
     @property
     def n_stages(self) -> int:
@@ -61,6 +62,68 @@ class ButcherTableau:
     def floats(self) -> tuple[list[float], list[list[float]], list[float]]:
         """(c, a, b) as Python floats for the solver loop (converted once per tableau)."""
         return self._float_coefficients
+
+
+# ---------------------------------------------------------------- order conditions (Butcher's rooted trees)
+# A rooted tree is the sorted tuple of its subtrees; the single node is (). A method has order p iff
+# b·Φ(τ) = 1/γ(τ) for every tree τ with at most p nodes, where Φ(()) = 1 (a vector of ones),
+# Φ([τ1..τm]) = Π_k A·Φ(τk) (componentwise) and γ([τ1..τm]) = |τ| Π_k γ(τk).
+Tree = tuple
+
+
+def _tree_order(tree: Tree) -> int:
+    return 1 + sum(_tree_order(child) for child in tree)
+
+
+def _trees(order: int) -> list[Tree]:
+    """All rooted trees with exactly `order` nodes (canonical: children sorted)."""
+    if order == 1:
+        return [()]
+    found: set[Tree] = set()
+
+    def forests(n: int, max_child: Tree | None) -> list[list[Tree]]:
+        if n == 0:
+            return [[]]
+        out = []
+        for size in range(1, n + 1):
+            for child in _trees(size):
+                if max_child is not None and child > max_child:
+                    continue
+                for rest in forests(n - size, child):
+                    out.append([child, *rest])
+        return out
+
+    for forest in forests(order - 1, None):
+        found.add(tuple(sorted(forest)))
+    return sorted(found)
+
+
+def _density(tree: Tree) -> int:
+    result = _tree_order(tree)
+    for child in tree:
+        result *= _density(child)
+    return result
+
+
+def _tree_text(tree: Tree) -> str:
+    return "•" if not tree else "[" + ",".join(_tree_text(c) for c in tree) + "]"
+
+
+def _order_conditions(a, b, order: int):
+    """(tree, b·Φ(tree), γ(tree)) for every rooted tree up to `order` nodes, in exact arithmetic."""
+    s = len(b)
+
+    def phi(tree: Tree) -> list[Fraction]:
+        values = [Fraction(1)] * s
+        for child in tree:
+            inner = phi(child)
+            values = [values[i] * sum((a[i][l] * inner[l] for l in range(len(a[i]))), Fraction(0))
+                      for i in range(s)]
+        return values
+
+    for n in range(1, order + 1):
+        for tree in _trees(n):
+            yield tree, sum((bj * pj for bj, pj in zip(b, phi(tree))), Fraction(0)), _density(tree)
 
 
 def _tableau(name: str, order: int, c: list, a: list[list], b: list, description: str) -> ButcherTableau:

@@ -65,6 +65,7 @@ class CellContext:
     extra: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
     artifact_prefix: str = "cell"
+    on_overflow: str = "fail"
     artifacts: dict[str, str] = field(default_factory=dict)
 
     def artifact_path(self, name: str, suffix: str) -> Path | None:

@@ -95,6 +95,8 @@ class TrainingLoop:
     per-iteration CUDA peak; `on_iteration_end(it)` runs outside the timed region (validation).
     """
 
+    MAX_CONSECUTIVE_SKIPS = 20
+
     def __init__(self, ctx, optimizer, grad_clip: float | None = None, after_step=None, on_iteration_end=None):
         self.ctx, self.optimizer = ctx, optimizer
         self.grad_clip, self.after_step, self.on_iteration_end = grad_clip, after_step, on_iteration_end
@@ -102,6 +104,10 @@ class TrainingLoop:
         self.watch = Stopwatch(ctx.device)
         self.peak = IterationPeak(ctx.device)
         self.saved_mib = math.nan
+        self.skip = getattr(ctx, "on_overflow", "fail") == "skip"
+        self.skipped = 0
+        self.consecutive_skips = 0
+        self.retries = 0
 
     def _parameters(self):
         return [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -120,14 +126,44 @@ class TrainingLoop:
             with watch("bwd_s"):
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
-            if self.grad_clip is not None:
+            stats = ctx.solver.last_stats
+            if stats is not None:
+                self.retries += stats.n_retries
+            if self.grad_clip is not None or self.skip:
                 self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self._parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.after_step is not None:
-                self.after_step()
+            if self.skip and not self._gradients_finite():
+                self._skip_step(it)
+            else:
+                self.consecutive_skips = 0
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self._parameters(), self.grad_clip)
+                scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else None
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if scale_before is not None and self.scaler.get_scale() < scale_before:
+                    self.skipped += 1  # GradScaler found inf/NaN and skipped the step itself
+                if self.after_step is not None:
+                    self.after_step()
         self.peak.stop()
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad for p in self._parameters() if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())  # one host sync per iteration
+
+    def _skip_step(self, it: int) -> None:
+        """GradScaler-style: drop this step's gradients, keep training; too many in a row end the cell."""
+        self.skipped += 1
+        self.consecutive_skips += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.update()  # lowers its scale, as after an overflow
+        if self.consecutive_skips >= self.MAX_CONSECUTIVE_SKIPS:
+            from suite.tasks._base import NonFiniteResult
+
+            raise NonFiniteResult(f"{self.consecutive_skips} consecutive optimizer steps skipped for non-finite "
+                                  f"gradients (at iteration {it})")
 
     def run(self, iterations: int, make_forward: Callable[[int], Callable[[], torch.Tensor]]) -> dict[str, float]:
         """Run the iterations; return fwd_s, bwd_s, iter_s (medians), total_s, iters_done,
@@ -143,7 +179,8 @@ class TrainingLoop:
         if self.ctx.solver.last_stats is not None:
             self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
         metrics = {**self.watch.median(), "total_s": total.total()["total_s"], "iters_done": float(iterations),
-                   "saved_for_backward_mib": self.saved_mib}
+                   "saved_for_backward_mib": self.saved_mib, "skipped_steps": float(self.skipped),
+                   "scaler_retries": float(self.retries)}
         if self.ctx.device.type == "cuda":
             metrics["peak_mem_gib"] = self.peak.gib
         return metrics

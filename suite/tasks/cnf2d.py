@@ -51,8 +51,8 @@ def _log_normal(z: torch.Tensor) -> torch.Tensor:
 def log_density(solver, field, x, t_data_to_latent, dtype) -> torch.Tensor:
     """log p(x) per point: integrate (x, 0) from data time to latent time, then N(0, I) minus Δlogp."""
     logp0 = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)
-    z, dlogp = solver.odeint(field, (x, logp0), t_data_to_latent)
-    return _log_normal(z[-1].to(dtype)) - dlogp[-1].to(dtype).squeeze(1)
+    z, dlogp = solver.final_state(field, (x, logp0), t_data_to_latent)
+    return _log_normal(z.to(dtype)) - dlogp.to(dtype).squeeze(1)
 
 
 @TASKS.register_instance("cnf-2d")
@@ -97,7 +97,7 @@ class CNF2D(AbstractTask):
                 val_low = -log_density(ctx.solver, field, x_val, t_fwd, master).mean()
             z = torch.randn(params.mmd_samples, 2, generator=gen, dtype=torch.float64).to(device, master)
             zeros = torch.zeros(z.shape[0], 1, dtype=master, device=device)
-            samples = fp32.odeint(field, (z, zeros), t_rev)[0][-1].to(master)
+            samples = fp32.final_state(field, (z, zeros), t_rev)[0].to(master)
             data = sample_toy2d(params.dataset, params.mmd_samples, gen, dtype=master, device=device)
             lim = 4.0
             axis = torch.linspace(-lim, lim, params.density_grid, dtype=master, device=device)

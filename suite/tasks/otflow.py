@@ -65,7 +65,7 @@ class OTFlowField(torch.nn.Module):
 
 def _costs(solver, field, x, t, prior_var: float, dtype):
     zeros = torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)
-    z, logdet, transport, hjb = (c[-1].to(dtype) for c in solver.odeint(field, (x, zeros, zeros, zeros), t))
+    z, logdet, transport, hjb = (c.to(dtype) for c in solver.final_state(field, (x, zeros, zeros, zeros), t))
     d = z.shape[1]
     log_prior = -0.5 * (z * z).sum(1) / prior_var - 0.5 * d * math.log(2 * math.pi * prior_var)
     return -(log_prior + logdet.squeeze(1)).mean(), transport.mean(), hjb.mean()
@@ -141,7 +141,7 @@ class OTFlowBSDS300(AbstractTask):
             z = torch.randn(n, val.shape[1], generator=gen, dtype=torch.float64) * math.sqrt(params.prior_var)
             z = z.to(val.device, master)
             zeros = torch.zeros(n, 1, dtype=master, device=val.device)
-            samples = fp32.odeint(field, (z, zeros, zeros, zeros), t_val.flip(0))[0][-1]
+            samples = fp32.final_state(field, (z, zeros, zeros, zeros), t_val.flip(0))[0]
         ctx.extra["val_note"] = "val_*: fp32 engine evaluation on the validation split (30-point grid)"
         return {"val_nll": float(nll), "val_transport": float(transport), "val_hjb": float(hjb),
                 "mmd": mmd(samples[:n], val[:n])}

@@ -4,8 +4,10 @@ Through SDEs").
 J(x0) = E[Φ(X_T)], Φ(x) = x, for (a) geometric Brownian motion dX = μX dt + σX dW and (b) the CEV model
 dX = σ|X|^β dW. Each cell estimates dJ/dx0 from `paths` seeded paths (the same increments for every
 estimator with the same seed and step count) as the mean of per-path derivatives, with its standard error.
-References: GBM in closed form (0.640, and 1.365 for the naive adjoint); CEV has no closed form used here,
-so its reference is a float64 DTO Euler-Maruyama estimate on a fine grid with many paths (said in the record).
+References: both in closed form. GBM: 0.640, and 1.365 for the naive adjoint (suite/references/gbm.py). CEV
+(β > 1): a Bessel-process identity gives E[X_T] and its gradient, 1 - 9e^-8 ≈ 0.996981 for β = 1.5, σ = 0.5
+(suite/references/cev.py). A float64 DTO Euler-Maruyama Monte Carlo of the CEV gradient on a fine grid is
+kept beside it as a convergence check (its distance to the closed form is recorded), never as the truth.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import Field
 
 from suite.engine import SDEProblem, sdeint
 from suite.measure import Stopwatch
+from suite.references.cev import CEV
 from suite.references.gbm import GBM
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
 from suite.tasks._training import SCALE
@@ -32,8 +35,8 @@ class SDEBiasParams(TaskParams):
     x0: float = Field(1.0, gt=0)
     T: float = Field(1.0, gt=0)
     paths: int = Field(100_000, ge=2, json_schema_extra=SCALE)
-    reference_paths: int = Field(400_000, ge=2, json_schema_extra=SCALE, description="CEV reference only")
-    reference_steps: int = Field(2048, ge=1, json_schema_extra=SCALE, description="CEV reference only")
+    reference_paths: int = Field(400_000, ge=2, json_schema_extra=SCALE, description="CEV Monte Carlo check only")
+    reference_steps: int = Field(2048, ge=1, json_schema_extra=SCALE, description="CEV Monte Carlo check only")
 
 
 def sde_problem(params: SDEBiasParams) -> SDEProblem:
@@ -118,16 +121,19 @@ class SDEAdjointBias(AbstractTask):
 
     def reference(self, params: SDEBiasParams, device: str = "cpu",
                   check: Callable[[], None] | None = None) -> dict[str, float]:
+        """Closed forms; for CEV also the Monte Carlo check (estimate, s.e., dropped paths, error)."""
         if params.problem == "gbm":
             gbm = GBM(params.mu, params.sigma, params.T, params.x0)
             return {"grad_reference": gbm.gradient(), "naive_limit": gbm.naive_adjoint_limit()}
+        exact = CEV(params.sigma, params.beta, params.x0, params.T).gradient()
         estimate, stderr, dropped = cev_reference(params, device, check)
         if dropped > MAX_DROPPED_FRACTION * params.reference_paths:
             raise NonFiniteResult(
-                f"the CEV reference lost {dropped} of {params.reference_paths} Euler paths to explosion "
+                f"the CEV Monte Carlo check lost {dropped} of {params.reference_paths} Euler paths to explosion "
                 f"({params.reference_steps} steps); raise reference_steps"
             )
-        return {"grad_reference": estimate, "grad_reference_stderr": stderr, "reference_dropped_paths": dropped}
+        return {"grad_reference": exact, "mc_reference": estimate, "mc_reference_stderr": stderr,
+                "mc_reference_error": estimate - exact, "mc_reference_dropped_paths": dropped}
 
     def run(self, params: SDEBiasParams, ctx: CellContext) -> dict[str, float]:
         dtype = ctx.precision.master
@@ -145,10 +151,11 @@ class SDEAdjointBias(AbstractTask):
         ctx.timing.update(timing)
         ctx.extra["sde_type"] = ctx.solver.sde_type
         ctx.extra["estimator"] = ctx.solver.estimator_label()
-        ctx.extra["reference"] = ("closed form" if params.problem == "gbm" else
-                                  f"float64 DTO Euler-Maruyama, {params.reference_paths} paths, "
-                                  f"{params.reference_steps} steps (no closed form); "
-                                  f"{reference.get('reference_dropped_paths', 0)} exploded paths dropped")
+        ctx.extra["reference"] = (
+            "closed form (suite/references/gbm.py)" if params.problem == "gbm" else
+            "closed form via BES(δ) (suite/references/cev.py); check: float64 DTO Euler-Maruyama Monte Carlo, "
+            f"{params.reference_paths} paths, {params.reference_steps} steps, "
+            f"{reference['mc_reference_dropped_paths']} exploded paths dropped (mc_reference*)")
         metrics = {
             "grad_estimate": estimate, "grad_stderr": float(grads.std() / math.sqrt(grads.numel())),
             "grad_reference": truth, "bias": estimate - truth, "rel_err_grad": abs(estimate - truth) / abs(truth),
@@ -158,6 +165,7 @@ class SDEAdjointBias(AbstractTask):
             metrics["grad_expected"] = truth
         elif "naive_limit" in reference:
             metrics["grad_expected"] = reference["naive_limit"]  # what the uncorrected adjoint converges to
-        if "grad_reference_stderr" in reference:
-            metrics["grad_reference_stderr"] = reference["grad_reference_stderr"]
+        for key in ("mc_reference", "mc_reference_stderr", "mc_reference_error"):
+            if key in reference:
+                metrics[key] = reference[key]
         return metrics

@@ -1,0 +1,353 @@
+"""How the engine calls the user's vector field, under a precision policy, without touching the caller's tensors.
+
+The caller's parameters are never mutated: the field runs on *copies* (cast to the compute dtype under the
+full-cast policy), substituted for the duration of one pass:
+
+- a `torch.nn.Module` (or a bound method of one, torchsde's `sde.f` style) is reparametrized with the copies
+  (`torch.nn.utils.stateless`, what `torch.func.functional_call` does), once per forward and once per
+  backward pass, not per call;
+- `args=(...)` tensors are passed as `func(t, y, *args)` copies (explicit parameters, diffrax-style);
+- a plain closure runs as it is: the tensors it captured cannot be substituted, so under the full-cast
+  policy it must produce the compute dtype itself, and its parameters must be listed in `params` to get
+  gradients. Both are checked on the first call, with an error that says what to do.
+
+In the backward every pass uses fresh leaves, so the caller's parameters receive their gradient once, from
+the autograd function's output: hooks, `clip_grad_norm_` and DDP see one full gradient per backward.
+Buffers updated in place by the field (BatchNorm running statistics) are written back after the forward;
+the backward's recomputation runs on throwaway copies, so statistics are updated once per forward, as with
+torchdiffeq's direct backpropagation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["FieldCall", "Binding", "POLICIES", "CapturedParameterError", "FieldDtypeError"]
+
+POLICIES = ("cast", "autocast")
+
+
+class CapturedParameterError(RuntimeError):
+    """The field uses a tensor that requires grad but was not given to the solver: it would get no gradient."""
+
+
+class FieldDtypeError(TypeError):
+    """Under the full-cast policy the field computed in another dtype than the policy's compute dtype."""
+
+
+def _owner(func: Callable) -> torch.nn.Module | None:
+    if isinstance(func, torch.nn.Module):
+        return func
+    if inspect.ismethod(func) and isinstance(func.__self__, torch.nn.Module):
+        return func.__self__
+    return None
+
+
+class _Slots:
+    """Where a module keeps its parameters and buffers: (the owning dict, key) per tensor, tied ones included.
+
+    Swapping a tensor is one dict assignment, which is what `torch.func.functional_call` does underneath
+    (`torch.nn.utils._named_member_accessor.swap_tensor`), without its per-call bookkeeping: cheap enough to
+    give every Runge-Kutta stage its own parameter leaves in the backward.
+    """
+
+    def __init__(self, module: torch.nn.Module, tensors: Sequence[torch.Tensor]) -> None:
+        wanted = {id(x): k for k, x in enumerate(tensors)}
+        self.slots: list[list[tuple[dict, str]]] = [[] for _ in tensors]
+        for sub in module.modules():
+            for store in (sub._parameters, sub._buffers):
+                for key, value in store.items():
+                    if value is not None and id(value) in wanted:
+                        self.slots[wanted[id(value)]].append((store, key))
+        self.originals = list(tensors)
+
+    def set(self, tensors: Sequence[torch.Tensor]) -> None:
+        for places, tensor in zip(self.slots, tensors):
+            for store, key in places:
+                store[key] = tensor
+
+    @contextlib.contextmanager
+    def bound(self, tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+        self.set(tensors)
+        try:
+            yield
+        finally:
+            self.set(self.originals)
+
+
+@dataclass
+class Binding:
+    """One pass's view of the field.
+
+    `calls[j]` evaluates stage j (in the backward every stage runs on its own parameter leaves, so autograd
+    returns one gradient per stage and parameter instead of summing them tensor by tensor);
+    `stage_leaves[j]` are those leaves (aligned with the first entries of FieldCall.diff_inputs) and
+    `shared_leaves` the closure parameters, which only exist once.
+    """
+
+    calls: list[Callable]
+    stage_leaves: list[list[torch.Tensor]]
+    shared_leaves: list[torch.Tensor]
+    context: contextlib.AbstractContextManager
+    written_back: list[tuple[torch.Tensor, torch.Tensor, int]]  # (original, copy, version at bind)
+
+    @property
+    def call(self) -> Callable:
+        return self.calls[0]
+
+    def write_back(self) -> None:
+        """Copy buffers the field updated in place (version changed) into the caller's tensors."""
+        with torch.no_grad():
+            for original, copy, version in self.written_back:
+                if copy._version != version:
+                    original.copy_(copy)
+
+
+class FieldCall:
+    """Everything about calling `func` that is fixed for one solve."""
+
+    def __init__(
+        self,
+        func: Callable,
+        *,
+        policy: str,
+        compute: torch.dtype,
+        accumulate: torch.dtype,
+        params: Sequence[torch.Tensor] | None,
+        args: Sequence,
+        device: torch.device,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy={policy!r}; valid: {', '.join(POLICIES)}")
+        self.func, self.policy = func, policy
+        self.compute, self.accumulate, self.device = compute, accumulate, device
+        self.owner = _owner(func)
+        self.args = tuple(args)
+        self.low = compute in (torch.float16, torch.bfloat16)
+        self.module_params: list[torch.Tensor] = []
+        self.buffers: list[torch.Tensor] = []
+        if self.owner is not None:
+            all_params = list(self.owner.parameters())
+            wanted = None if params is None else {id(p) for p in params}
+            self.module_params = [p for p in all_params if p.requires_grad and (wanted is None or id(p) in wanted)]
+            self.other_params = [p for p in all_params if all(p is not q for q in self.module_params)]
+            known = {id(p) for p in all_params}
+            self.closure_params = [p for p in (params or []) if id(p) not in known and p.requires_grad]
+            self.buffers = list(self.owner.buffers())
+            self.slots = _Slots(self.owner, [*self.module_params, *self.other_params, *self.buffers])
+        else:
+            self.other_params = []
+            self.closure_params = [p for p in (params or []) if p.requires_grad]
+        self.arg_indices = [k for k, a in enumerate(self.args)
+                            if isinstance(a, torch.Tensor) and a.is_floating_point() and a.requires_grad]
+        # The tensors whose gradients the autograd function returns, in order: per-stage ones, then shared.
+        self.diff_inputs: list[torch.Tensor] = (
+            self.module_params + [self.args[k] for k in self.arg_indices] + self.closure_params
+        )
+        self.n_stage_leaves = len(self.module_params) + len(self.arg_indices)
+        self.checked = False
+
+    # ------------------------------------------------------------------ dtypes
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """The dtype of the stage states f receives: compute (full cast) or accumulation (autocast)."""
+        return self.compute if self.policy == "cast" else self.accumulate
+
+    def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A detached copy in the dtype the policy runs the field in (the same storage when no cast is needed)."""
+        if self.policy == "cast" and tensor.is_floating_point() and tensor.dtype != self.compute:
+            return tensor.detach().to(self.compute)
+        return tensor.detach()
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A differentiable cast (stays attached to the caller's tensor)."""
+        if self.policy == "cast" and tensor.is_floating_point() and tensor.dtype != self.compute:
+            return tensor.to(self.compute)
+        return tensor
+
+    # ------------------------------------------------------------------ binding
+    def bind(self, for_backward: bool = False, differentiable: bool = False, n_stages: int = 1) -> Binding:
+        """Copies of parameters, buffers and args for one pass.
+
+        forward: detached copies (in-place buffer updates are written back after the pass);
+        for_backward: `n_stages` sets of leaves that require grad, and private buffer copies, so a
+        recomputation never updates the caller's statistics;
+        differentiable: copies attached to the caller's tensors, made once per solve (for solvers that
+        backpropagate through their steps: the SDE stepper).
+        """
+        written_back: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        if differentiable:
+            make = self._cast
+        else:
+            make = self._copy
+        base_params = [make(p) for p in self.module_params]
+        others = [make(p) for p in self.other_params]
+        buffers = []
+        for b in self.buffers:
+            copy = make(b)
+            shares = copy.numel() > 0 and copy.data_ptr() == b.data_ptr()
+            if for_backward and shares:
+                copy = copy.clone()
+            elif not for_backward and not shares:  # a cast copy: in-place updates are written back
+                written_back.append((b, copy, copy._version))
+            buffers.append(copy)
+        args = [make(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in self.args]
+        n_sets = n_stages if for_backward else 1
+        stage_leaves: list[list[torch.Tensor]] = []
+        for _ in range(n_sets if for_backward else 0):
+            stage_leaves.append([x.detach().requires_grad_(True) for x in
+                                 [*base_params, *(args[k] for k in self.arg_indices)]])
+        calls = [self._make_call(stage_leaves[j] if for_backward else [*base_params,
+                                 *(args[k] for k in self.arg_indices)], args, others, buffers, switch=for_backward)
+                 for j in range(n_sets)]
+        if self.owner is not None:
+            first = stage_leaves[0][: len(base_params)] if for_backward else base_params
+            context = self.slots.bound([*first, *others, *buffers])
+        else:
+            context = contextlib.nullcontext()
+        return Binding(calls=calls, stage_leaves=stage_leaves, shared_leaves=list(self.closure_params),
+                       context=context, written_back=written_back)
+
+    def _make_call(self, leaves: list[torch.Tensor], args: list, others, buffers, switch: bool) -> Callable:
+        func, n_mod = self.func, len(self.module_params)
+        stage_args = list(args)
+        for slot, k in enumerate(self.arg_indices):
+            stage_args[k] = leaves[n_mod + slot]
+        extra = tuple(stage_args)
+        if self.owner is not None and switch:
+            slots, params = self.slots, leaves[:n_mod]
+
+            def call(t, y):
+                slots.set(params)  # this stage's leaves (others and buffers stay bound by the context)
+                return func(t, y, *extra)
+        elif extra:
+            def call(t, y):
+                return func(t, y, *extra)
+        else:
+            call = func
+        if self.policy == "autocast" and self.low:
+            inner, kind, dtype = call, self.device.type, self.compute
+
+            def call(t, y):
+                with torch.autocast(kind, dtype=dtype):
+                    return inner(t, y)
+        return call
+
+    # ------------------------------------------------------------------ first-call checks
+    def checked_call(self, call: Callable, t: torch.Tensor, y, grad_wanted: bool):
+        """The first forward call, run with autograd recording when gradients are wanted, to check that the
+        field uses no tensor requiring grad that the solver does not know (it would get no gradient), and,
+        under the full-cast policy, that it computes in the compute dtype."""
+        self.checked = True
+        try:
+            if not grad_wanted:
+                out = call(t, y)
+            else:
+                # The probe's graph is inspected, never differentiated: its saved tensors are dropped at once
+                # (and outer saved-tensor hooks, e.g. a memory probe, do not see them).
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_drop, _never):
+                    probe_y = _leaf_like(y)
+                    out = call(t, probe_y)
+                    self._check_captured(out, probe_y)
+        except RuntimeError as exc:
+            if self.policy == "cast" and self.low and _is_dtype_error(exc):
+                raise FieldDtypeError(self._dtype_advice(f"the field failed with a dtype error ({exc})")) from exc
+            raise
+        self._check_dtypes(out)
+        return _detach(out)
+
+    def first_call(self, call: Callable, t: torch.Tensor, y):
+        """The first call of a solver that differentiates through its steps: the dtype checks only, and the
+        output keeps its graph."""
+        self.checked = True
+        try:
+            out = call(t, y)
+        except RuntimeError as exc:
+            if self.policy == "cast" and self.low and _is_dtype_error(exc):
+                raise FieldDtypeError(self._dtype_advice(f"the field failed with a dtype error ({exc})")) from exc
+            raise
+        self._check_dtypes(out)
+        return out
+
+    def _check_captured(self, out, probe_y) -> None:
+        known = {id(x) for x in _flat(probe_y)} | {id(p) for p in self.closure_params}
+        unknown = [v for v in _graph_leaves(_flat(out)) if id(v) not in known]
+        if unknown:
+            shapes = ", ".join(f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" for v in unknown[:4])
+            more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
+            raise CapturedParameterError(
+                f"the vector field uses {len(unknown)} tensor(s) that require grad but were not given to the "
+                f"solver ({shapes}{more}): they would silently get no gradient. Make the field an nn.Module "
+                "that owns them, pass them as args=(...) (the field is then called as func(t, y, *args)), or "
+                "list them in params=[...]."
+            )
+
+    def _check_dtypes(self, out) -> None:
+        if self.policy != "cast" or not self.low:
+            return
+        wide = [x.dtype for x in _flat(out) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                and torch.finfo(x.dtype).bits > torch.finfo(self.compute).bits]
+        if wide:
+            raise FieldDtypeError(self._dtype_advice(
+                f"the field returned {str(wide[0]).removeprefix('torch.')} although the state it was given is "
+                f"{str(self.compute).removeprefix('torch.')}: it computes with tensors it captured"))
+
+    def _dtype_advice(self, what: str) -> str:
+        return (f"{what}. Under the full-cast policy the engine runs the field on {self.compute} copies of its "
+                "parameters, which it can substitute only for an nn.Module (or a bound method of one) and for "
+                "args=(...) passed as func(t, y, *args). Make the field a Module, pass the tensors as args, "
+                "cast them inside the field to y.dtype, or use policy='autocast'.")
+
+
+def _drop(tensor: torch.Tensor) -> None:
+    return None
+
+
+def _never(_packed) -> torch.Tensor:
+    raise RuntimeError("the engine's first-call probe graph is not differentiable (this is a bug)")
+
+
+def _is_dtype_error(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(k in text for k in ("dtype", "scalar type", "Half", "BFloat16", "same type", "expected both"))
+
+
+def _flat(value) -> list:
+    return list(value) if isinstance(value, (tuple, list)) else [value]
+
+
+def _leaf_like(y):
+    if isinstance(y, (tuple, list)):
+        return tuple(c.detach().requires_grad_(True) for c in y)
+    return y.detach().requires_grad_(True)
+
+
+def _detach(value):
+    if isinstance(value, (tuple, list)):
+        return type(value)(v.detach() if isinstance(v, torch.Tensor) else v for v in value)
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _graph_leaves(outputs: list) -> Iterator[torch.Tensor]:
+    """Every leaf tensor requiring grad that the outputs' autograd graph reaches."""
+    seen: set[int] = set()
+    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    found: dict[int, torch.Tensor] = {}
+    for o in outputs:
+        if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is None:
+            found[id(o)] = o
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            found[id(variable)] = variable
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return iter(found.values())
