@@ -26,6 +26,15 @@ def test_tableaux_check_themselves():
         ButcherTableau("bad", 2, (F(0), F(1, 2)), ((), (F(1),)), (F(0), F(1)))
     with pytest.raises(ValueError, match="claims order 4"):
         ButcherTableau("bad", 4, (F(0), F(1)), ((), (F(1),)), (F(1, 2), F(1, 2)))
+    # classical RK4 with a32 split over a31 and a32: every quadrature condition (Σb cᵏ) still holds, the
+    # order-3 tree condition Σ b a c = 1/6 does not
+    with pytest.raises(ValueError, match=r"order-3 condition for the rooted tree \[\[•\]\] fails"):
+        ButcherTableau("bad", 4, (F(0), F(1, 2), F(1, 2), F(1)),
+                       ((), (F(1, 2),), (F(1, 4), F(1, 4)), (F(0), F(0), F(1))),
+                       (F(1, 6), F(1, 3), F(1, 3), F(1, 6)))
+    for name in METHODS.names():  # the shipped tableaux satisfy all their order conditions
+        tableau = get_method(name)
+        ButcherTableau(tableau.name, tableau.order, tableau.c, tableau.a, tableau.b)
     with pytest.raises(ValueError, match="unknown method 'rk5'; valid: euler, heun2, midpoint, rk4, rk4-38"):
         get_method("rk5")
 

@@ -41,6 +41,7 @@ def test_stiff_matrix_is_the_issue_matrix():
     cells = expand(load_spec(STIFF), "smoke")
     published = {(c.backend, c.precision, c.scaling) for c in cells if c.variant == "published"}
     engine = {("engine", p, s) for p in ("fp32", "fp16", "bf16") for s in ("none", "dynamic")}
+    engine |= {("engine-autocast", p, s) for p in ("fp16", "bf16") for s in ("none", "dynamic")}
     tdq = {(b, p, "none") for b in ("torchdiffeq", "torchdiffeq-adjoint") for p in ("fp32", "bf16", "fp16")}
     tdq |= {(b, "fp16", "grad") for b in ("torchdiffeq", "torchdiffeq-adjoint")}
     assert published == engine | tdq
@@ -65,7 +66,7 @@ def test_stiff_matrix_is_the_issue_matrix():
          r"matrix\.variant: unknown variant 'publish'; defined: published"),
         ("params = { repeats = 1 }", "params = { repeats = 1, T = 1.0 }",
          r"profiles\.smoke\.params\.T: a profile may change scale knobs only; allowed: repeats"),
-        ('{ backend = "engine", scaling = "grad" }', '{ backend = "engine", scalling = "grad" }',
+        ('{ backend = ["engine", "engine-autocast"], scaling = "grad" }', '{ backend = "engine", scalling = "grad" }',
          r"matrix\.exclude\.0\.scalling: unknown axis; allowed: variant, backend, method, steps, precision, "
          r"scaling, seed"),
         ('device = "cuda"', 'device = "gpu"', r"profiles\.paper\.device: Input should be 'cpu' or 'cuda'"),

@@ -94,18 +94,19 @@ class Binding:
     stage_leaves: list[list[torch.Tensor]]
     shared_leaves: list[torch.Tensor]
     context: contextlib.AbstractContextManager
-    written_back: list[tuple[torch.Tensor, torch.Tensor, int]]  # (original, copy, version at bind)
+    written_back: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (original, copy, copy as bound)
 
     @property
     def call(self) -> Callable:
         return self.calls[0]
 
     def write_back(self) -> None:
-        """Copy buffers the field updated in place (version changed) into the caller's tensors."""
+        """Copy the elements of cast buffers that the field updated in place (BatchNorm running statistics)
+        into the caller's tensors; unchanged elements keep their full precision. Compared by value on the
+        device (kernels such as batch_norm update running statistics without bumping version counters)."""
         with torch.no_grad():
-            for original, copy, version in self.written_back:
-                if copy._version != version:
-                    original.copy_(copy)
+            for original, copy, snapshot in self.written_back:
+                original.copy_(torch.where(copy != snapshot, copy.to(original.dtype), original))
 
 
 class FieldCall:
@@ -180,7 +181,7 @@ class FieldCall:
         differentiable: copies attached to the caller's tensors, made once per solve (for solvers that
         backpropagate through their steps: the SDE stepper).
         """
-        written_back: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        written_back: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if differentiable:
             make = self._cast
         else:
@@ -194,7 +195,7 @@ class FieldCall:
             if for_backward and shares:
                 copy = copy.clone()
             elif not for_backward and not shares:  # a cast copy: in-place updates are written back
-                written_back.append((b, copy, copy._version))
+                written_back.append((b, copy, copy.detach().clone()))
             buffers.append(copy)
         args = [make(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in self.args]
         n_sets = n_stages if for_backward else 1

@@ -447,7 +447,10 @@ def _dynamic_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
         why = 3 if not state.trajectory_finite else 2 if not state.adjoint_finite else 0
         if why == 0 and consecutive > problem.scaler.max_retries:
             why = 1
+        if why == 0 and problem.scaler.top - state.headroom <= problem.scaler.exponent_floor:
+            why = 4
         if why:
+            scaler.forget()
             _give_up(problem, adjoint, position, n_steps, why)
             return
         scaler.halve()
@@ -459,7 +462,7 @@ def _dynamic_attempt(step: _Step, adjoint: _Adjoint, scaler, i: int, zero: torch
     a = adjoint.a
     amax = torch.linalg.vector_norm(a[0], float("inf")) if len(a) == 1 else \
         torch.stack([torch.linalg.vector_norm(x, float("inf")) for x in a]).max()
-    scale = scaler.scale(amax)
+    scale = scaler.scale(amax, i)
     a_before = list(a)
     d_y, d_p, grads, time_part = step.vjp(i, a, scale)
     norms = [torch.linalg.vector_norm(v, float("inf")) for v in d_y if v is not None]

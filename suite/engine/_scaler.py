@@ -31,6 +31,8 @@ GIVE_UP_REASONS = {
     2: "the incoming adjoint is itself non-finite (the loss's gradient, or an earlier step, is inf/NaN): "
        "no scale can fix that",
     3: "the stored forward trajectory is non-finite (the forward solve overflowed): no scale can fix that",
+    4: "the adjoint stayed non-finite down to the smallest scale the compute dtype can hold (halving once more "
+       "would flush the scaled adjoint to zero)",
 }
 
 
@@ -50,8 +52,10 @@ class AdjointScaler:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.max_retries = max_retries
-        self.exponent_floor = -126 - 24  # below this the fp32 accumulator cannot hold S·a anyway
+        # Scaled adjoints live near 2^E: below the compute dtype's smallest normal, halving only flushes them.
+        self.exponent_floor = int(math.floor(math.log2(info.tiny)))
         self._target: torch.Tensor | None = None  # learned E, a device tensor kept across solves
+        self._profile: torch.Tensor | None = None  # E accepted at each step last time (same grid size)
 
     @property
     def headroom(self) -> float | None:
@@ -62,6 +66,8 @@ class AdjointScaler:
               trajectory_finite: torch.Tensor) -> ScalerRound:
         if self._target is None or self._target.device != device:
             self._target = torch.full((), self.top - self.initial_headroom, dtype=torch.int64, device=device)
+        if self._profile is None or self._profile.device != device or self._profile.numel() != n_steps:
+            self._profile = torch.full((n_steps,), self.top - 1, dtype=torch.int64, device=device)
         return ScalerRound(self, device, accumulate, n_steps, trajectory_finite)
 
 
@@ -82,17 +88,29 @@ class ScalerRound:
         self.accepted = torch.zeros((), dtype=torch.int64, **kw)
         self.scales = torch.ones(n_steps, dtype=accumulate, **kw)
         self.scale_views = self.scales.unbind()
+        # The headroom a step needed last time caps it this time: a training loop learns where along the
+        # trajectory the adjoint is hard to scale, instead of paying the same retries every iteration.
+        self.profile_views = policy._profile.unbind()
         self.one = torch.ones((), dtype=accumulate, **kw)
         self.trajectory_finite = trajectory_finite
         self._current: torch.Tensor = self.one
+        self._start = (self.E.clone(), policy._profile.clone())
+
+    def forget(self) -> None:
+        """After giving up: what this backward's futile retries taught (a scale halved dozens of times) is
+        not a lesson, so the learned state goes back to where this backward found it."""
+        self.E.copy_(self._start[0])
+        self.policy._profile.copy_(self._start[1])
 
     def new_round(self) -> None:
         self.go.fill_(True)
         self.accepted.zero_()
 
-    def scale(self, adjoint_max: torch.Tensor) -> torch.Tensor:
-        """S (0-d) for this attempt from max|a| (a 0-d device tensor): 2^(E - exponent(max|a|))."""
-        power = (self.E - torch.frexp(adjoint_max)[1]).clamp_(self.policy.exponent_floor, 127)
+    def scale(self, adjoint_max: torch.Tensor, step: int) -> torch.Tensor:
+        """S (0-d) for this attempt from max|a| (a 0-d device tensor): 2^(E - exponent(max|a|)), with E no
+        higher than what this step was accepted at last time (plus the one step of growth it earned)."""
+        self.E.clamp_(max=self.profile_views[step])
+        power = (self.E - torch.frexp(adjoint_max)[1]).clamp_(-149, 127)  # S finite and nonzero in fp32
         self._current = torch.ldexp(self.one, power)
         return self._current
 
@@ -101,8 +119,10 @@ class ScalerRound:
         grow the scale after a clean step whose largest scaled output stayed below max/8."""
         self.go.logical_and_(torch.isfinite(scaled_max))
         self.E.add_((scaled_max < self.policy.safe_max) & self.go).clamp_(max=self.policy.top - 1)
+        # (the floor is enforced by the host: a retry below it is a give-up, not a clamp)
         self.accepted.add_(self.go)
         self.scale_views[step].copy_(self._current)
+        self.profile_views[step].copy_(self.E)  # frozen attempts write values that their redo overwrites
         return self.go
 
     def snapshot(self, adjoint: list[torch.Tensor]) -> RoundState:
@@ -118,7 +138,7 @@ class ScalerRound:
 
     def halve(self) -> None:
         """The retry: one more bit of headroom (a device op; no sync)."""
-        self.E.sub_(1).clamp_(min=self.policy.exponent_floor)
+        self.E.sub_(1)
 
 
 @dataclass
