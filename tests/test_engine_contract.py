@@ -330,3 +330,28 @@ def test_the_scaler_stops_at_the_smallest_useful_scale():
     with pytest.raises(ScalerExhausted, match="smallest scale the compute dtype can hold"):
         final.sum().backward()
     assert stats.n_retries < 40
+
+
+def test_a_field_that_takes_gradients_inside_itself():
+    """FFJORD-style: the divergence by autograd inside f, on the forward (no grad outside) and the backward."""
+    field = MLPField(dim=2, dtype=torch.float64)
+
+    def cnf(t, state):
+        z, _ = state
+        with torch.enable_grad():
+            z = z if z.requires_grad else z.detach().requires_grad_(True)
+            dz = field(t, z)
+            div = sum(torch.autograd.grad(dz[:, k].sum(), z, create_graph=True)[0][:, k] for k in range(2))
+        return dz, -div.unsqueeze(1)
+
+    z0 = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    l0 = torch.zeros(5, 1, dtype=torch.float64)
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    z, logp = odeint(cnf, (z0, l0), t, precision="fp64", output="final", params=list(field.parameters()))
+    grads = torch.autograd.grad(z.pow(2).sum() + logp.sum(), [z0, *field.parameters()])
+    from helpers import unrolled_rk
+
+    zr, lr = unrolled_rk(cnf, (z0, l0), t, "rk4")
+    reference = torch.autograd.grad(zr[-1].pow(2).sum() + lr[-1].sum(), [z0, *field.parameters()])
+    for a, b in zip(grads, reference):
+        torch.testing.assert_close(a, b)

@@ -249,9 +249,10 @@ class FieldCall:
             if not grad_wanted:
                 out = call(t, y)
             else:
-                # The probe's graph is inspected, never differentiated: its saved tensors are dropped at once
-                # (and outer saved-tensor hooks, e.g. a memory probe, do not see them).
-                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_drop, _never):
+                # The probe's graph is inspected, never differentiated by us, and freed right after; the
+                # innermost saved-tensor hooks win, so an outer memory probe does not count it (a field that
+                # takes autograd.grad inside itself, FFJORD-style, still gets its saved tensors back).
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
                     probe_y = _leaf_like(y)
                     out = call(t, probe_y)
                     self._check_captured(out, probe_y)
@@ -305,12 +306,8 @@ class FieldCall:
                 "cast them inside the field to y.dtype, or use policy='autocast'.")
 
 
-def _drop(tensor: torch.Tensor) -> None:
-    return None
-
-
-def _never(_packed) -> torch.Tensor:
-    raise RuntimeError("the engine's first-call probe graph is not differentiable (this is a bug)")
+def _keep(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def _is_dtype_error(exc: RuntimeError) -> bool:
