@@ -9,7 +9,7 @@ import pandas as pd
 
 from suite.records import FAILED_STATUSES, RecordsError, read_records
 from suite.report._frame import records_frame
-from suite.report._layouts import table_for
+from suite.report._layouts import notes_for, table_for
 from suite.report._plots import PLOTS
 
 __all__ = ["build_report", "ReportFiles"]
@@ -78,6 +78,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         (out / f"{task}.tex").write_text(_latex(table))
         figures = PLOTS.get(task)(sub, out, run_dir) if task in PLOTS else []
         section = [f"## {task}", "", md, ""]
+        section += [*notes_for(task, sub), ""] if notes_for(task, sub) else []
         section += [f"![{p.stem}]({p.name})" for p in figures]
         section.append(_failures_section(sub))
         (out / f"{task}.md").write_text("\n".join(section) + "\n")

@@ -165,3 +165,31 @@ def soc_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return [target]
+
+
+@PLOTS.register("stl10")
+def stl10_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
+    """Training loss against wall-clock time, as the slide: solid engine, dashed torchdiffeq, one colour per
+    precision (failed cells are not drawn; the table lists them)."""
+    import numpy as np
+
+    plt = _pyplot()
+    cells = frame[(frame["status"] == "ok") & frame.get("artifact:curve", pd.Series(dtype=object)).notna()]
+    if cells.empty:
+        return []
+    colours = {"fp32": "tab:blue", "tf32": "tab:green", "bf16": "tab:orange", "fp16": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for _, row in cells.iterrows():
+        data = np.load(run_dir / row["artifact:curve"])
+        style = "-" if row["backend"].startswith("engine") else "--"
+        ax.plot(data["wall_s"], data["loss"], ls=style, color=colours.get(row["precision"], "grey"), lw=1,
+                label=f"{row['backend']} {row['precision']} {row['scaling']}")
+    ax.set_xlabel("wall-clock time (s)")
+    ax.set_ylabel("training loss")
+    ax.set_title("stl10: training loss (solid: engine, dashed: torchdiffeq)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    target = out_dir / "stl10-loss.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return [target]

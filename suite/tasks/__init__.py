@@ -5,6 +5,7 @@ from suite.tasks import otflow as _otflow  # noqa: F401  (registers)
 from suite.tasks import sde_bias as _sde_bias  # noqa: F401  (registers)
 from suite.tasks import soc as _soc  # noqa: F401  (registers)
 from suite.tasks import stiff_rk4 as _stiff_rk4  # noqa: F401  (registers)
+from suite.tasks import stl10 as _stl10  # noqa: F401  (registers)
 from suite.tasks._base import (
     TASKS,
     AbstractTask,
