@@ -1,0 +1,137 @@
+"""What the forward and the backward share: the solve's description, the tableau's sparsity plan, the
+per-step data (host scalars and device stage times), and the evaluation of a step's stages."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from suite.engine._field import FieldCall
+from suite.engine._scaler import AdjointScaler
+from suite.engine._stats import SolveStats
+from suite.engine._step import StateSpec
+from suite.engine._tableau import ButcherTableau
+from suite.precision import Precision, tf32_mode
+
+__all__ = ["Solve", "Plan", "Grid", "evaluate_stages"]
+
+
+@dataclass
+class Solve:
+    """Everything about one solve that is not a tensor input."""
+
+    field: FieldCall
+    spec: StateSpec
+    tableau: ButcherTableau
+    precision: Precision
+    accumulate: torch.dtype
+    scaler: AdjointScaler | None
+    stats: SolveStats
+    output: str
+    on_failure: str
+    grad_wanted: bool
+    device: torch.device
+    plan: Plan = field(init=False)
+
+    def modes(self) -> contextlib.ExitStack:
+        """The numerical mode, whatever the caller's autocast/TF32 state (autocast is the field's business)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, enabled=False))
+        stack.enter_context(tf32_mode(self.precision.tf32))
+        return stack
+
+
+@dataclass
+class Plan:
+    """The tableau's sparsity: which a_jl and b_j are nonzero, and where their h-multiples sit in the table."""
+
+    stage_terms: list[list[tuple[int, int]]]  # per stage j: (l, column of h·a_jl)
+    b_columns: list[int | None]  # per stage: column of h·b_j in the table (None when b_j = 0)
+    b_groups: list[tuple[int, list[int]]]  # (column, stages) for each distinct nonzero b value
+    n_columns: int
+    _constants: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, tableau: ButcherTableau) -> Plan:
+        c, a, b = tableau.floats()
+        col = 0
+        stage_terms = []
+        for row in a:
+            terms = []
+            for l, coef in enumerate(row):
+                if coef != 0.0:
+                    terms.append((l, col))
+                    col += 1
+            stage_terms.append(terms)
+        groups: dict[float, list[int]] = {}
+        for j, bj in enumerate(b):
+            if bj != 0.0:
+                groups.setdefault(bj, []).append(j)
+        b_columns: list[int | None] = [None] * len(b)
+        b_groups = []
+        for stages in groups.values():
+            b_groups.append((col, stages))
+            for j in stages:
+                b_columns[j] = col
+            col += 1
+        return cls(stage_terms, b_columns, b_groups, col)
+
+    def grid(self, tableau: ButcherTableau, t: torch.Tensor, acc: torch.dtype, time_dtype: torch.dtype) -> Grid:
+        """Per-step scalars on the host (one read of t per solve) and the stage times on the device."""
+        c, a, b = tableau.floats()
+        weights = [a[j][l] for j, terms in enumerate(self.stage_terms) for l, _ in terms]
+        weights += [b[stages[0]] for _, stages in self.b_groups]
+        points = t.detach().double().tolist()
+        steps = [points[i + 1] - points[i] for i in range(len(points) - 1)]
+        coefs = [[h * w for w in weights] for h in steps]
+        key = (t.device, acc)
+        if key not in self._constants:  # once per device and dtype: no host-to-device copy per solve
+            self._constants[key] = torch.tensor(c, dtype=acc, device=t.device)
+        t_acc = t.detach().to(acc)
+        h = (t_acc[1:] - t_acc[:-1]).unsqueeze(1)  # stage times t + c h in the accumulation dtype ...
+        times = (t_acc[:-1].unsqueeze(1) + h * self._constants[key]).to(time_dtype)  # ... cast where f gets them
+        return Grid(coefs=coefs, times=times.reshape(-1).unbind(), n_stages=len(c))
+
+
+@dataclass
+class Grid:
+    """One solve's step data: coefficients as host scalars, stage times as 0-d device tensors for f."""
+
+    coefs: list[list[float]]  # per step: h·a_jl (in Plan column order), then h·b per distinct b
+    times: Sequence[torch.Tensor]  # N·s views, step-major
+    n_stages: int
+
+    def stage_times(self, i: int) -> Sequence[torch.Tensor]:
+        return self.times[i * self.n_stages: (i + 1) * self.n_stages]
+
+
+def evaluate_stages(problem: Solve, calls: Sequence[Callable], base: list[torch.Tensor], times: Sequence[torch.Tensor],
+            coefs: Sequence[torch.Tensor], first_call: bool = False) -> list[list[torch.Tensor]]:
+    """K_j for every stage from the base state (one list of components per stage); `calls` has one entry
+    per stage (the backward's per-stage parameter leaves) or a single one."""
+    spec, plan = problem.spec, problem.plan
+    per_stage = len(calls) > 1
+    ks: list[list[torch.Tensor]] = []
+    for j, terms in enumerate(plan.stage_terms):
+        if terms:
+            stage = []
+            for comp, y in enumerate(base):
+                for l, col in terms:
+                    coef = coefs[col]
+                    y = torch.addcmul(y, ks[l][comp], coef) if isinstance(coef, torch.Tensor) else \
+                        torch.add(y, ks[l][comp], alpha=coef)
+                stage.append(y)
+        else:
+            stage = base
+        packed = spec.pack(stage)
+        call = calls[j] if per_stage else calls[0]
+        if first_call and j == 0:
+            out = problem.field.checked_call(call, times[j], packed, problem.grad_wanted)
+        else:
+            out = call(times[j], packed)
+        ks.append(spec.unpack(out, f"func output at stage {j}") if first_call else
+                  (list(out) if spec.is_tuple else [out]))
+    return ks
