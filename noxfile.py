@@ -50,6 +50,38 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def gate(session: nox.Session) -> None:
+    """Run cells and gate them against their committed baseline: the one command CI and GPU runners call.
+
+    `nox -s gate`: the smoke profile on this CPU against baselines/cpu-smoke.
+    `nox -s gate -- --device cuda`: the `gate` profile (the paper's shapes, short runs) on the first GPU against
+    baselines/<gpu>-gate (e.g. h100-gate); a missing baseline is reported loudly as nothing to compare.
+    Other arguments go to `ctbench run` (e.g. `--task stiff-rk4`). The run's records, its report and the gate's
+    Markdown (gate.md, also appended to $GITHUB_STEP_SUMMARY) land in results/gate-<time>/ and reports/.
+    """
+    _install(session, "torchdiffeq,torchode,torchsde")
+    args = list(session.posargs)
+    cuda = "--device" in args and args[args.index("--device") + 1 : args.index("--device") + 2] == ["cuda"]
+    if cuda:
+        name = session.run("python", "-c", "from suite.gate import baseline_name; print(baseline_name())",
+                           silent=True).strip().splitlines()[-1]
+        profile = "gate"
+    else:
+        name, profile = "cpu-smoke", "smoke"
+    baseline = os.path.join("baselines", name)
+    run_dir = os.path.join("results", f"gate-{_stamp()}")
+    if "--task" not in args and os.path.exists(os.path.join(baseline, "baseline.json")):
+        import json
+
+        with open(os.path.join(baseline, "baseline.json")) as fh:
+            for task in json.load(fh)["tasks"]:
+                args += ["--task", task]
+    # cells that end in error are the gate's business (a status regression), not a reason to stop here
+    session.run("ctbench", "run", "--profile", profile, "--out", run_dir, "--report", *args, success_codes=[0, 1])
+    session.run("ctbench", "gate", run_dir, "--baseline", baseline, "--markdown", os.path.join(run_dir, "gate.md"))
+
+
+@nox.session(python="3.11")
 def perf(session: nox.Session) -> None:
     """Engine vs torchdiffeq on an MLP neural ODE (pytest-benchmark): time and peak memory."""
     _install(session, "torchdiffeq,test")

@@ -168,6 +168,8 @@ class SpecFile(_Strict):
     solver: SolverSpec
     matrix: MatrixSpec
     profiles: dict[str, ProfileSpec]
+    gate: dict[str, float] = Field(default_factory=dict,
+                                   description="metric → tolerance for `ctbench gate` (overrides the task's rule)")
 
     @field_validator("task")
     @classmethod
@@ -373,6 +375,15 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
                     else:
                         msg = e["msg"]
                     problems.append((_loc((where, *e["loc"])), msg))
+    from suite.gate import COMMON_RULES
+
+    gated = {**COMMON_RULES, **task.gate_rules}
+    for metric, tolerance in f.gate.items():
+        if metric not in gated:
+            problems.append((f"gate.{metric}", f"not a gated metric of task {f.task}; allowed: "
+                             f"{', '.join(sorted(gated))}"))
+        elif not tolerance > 0:
+            problems.append((f"gate.{metric}", f"a tolerance must be positive, got {tolerance}"))
     for v in f.matrix.variant:
         if v not in f.variants:
             problems.append(("matrix.variant", f"unknown variant {v!r}; defined: {', '.join(f.variants)}"))

@@ -1,4 +1,4 @@
-"""Build a report (Markdown, CSV, LaTeX tables and figures) from a run's records. Never re-runs a task."""
+"""Build a report (HTML, Markdown, CSV, LaTeX tables and figures) from a run's records. Never re-runs a task."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 
 from suite.records import FAILED_STATUSES, RecordsError, read_records
 from suite.report._frame import records_frame
+from suite.report._html import TaskSection, render_html
 from suite.report._layouts import notes_for, table_for
 from suite.report._plots import PLOTS
 
@@ -21,14 +22,29 @@ class ReportFiles:
     files: list[Path]
 
 
-def _failures_section(frame: pd.DataFrame) -> str:
+def _failures(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     failed = frame[frame["status"].isin([s.value for s in FAILED_STATUSES] + ["unsupported"])]
-    if failed.empty:
+    return [(row["cell_id"], row["status"], row["reason"]) for _, row in failed.iterrows()]
+
+
+def _failures_section(failures: list[tuple[str, str, str]]) -> str:
+    if not failures:
         return ""
     lines = ["", "### Cells that did not produce numbers", ""]
-    for _, row in failed.iterrows():
-        lines.append(f"- `{row['cell_id']}`: **{row['status']}** — {row['reason']}")
+    lines += [f"- `{cell}`: **{status}** — {reason}" for cell, status, reason in failures]
     return "\n".join(lines) + "\n"
+
+
+def _pipeline_note(frame: pd.DataFrame) -> str:
+    """Training tasks at the smoke profile: say that the numbers check the pipeline, nothing more."""
+    smoke = frame[(frame["profile"] == "smoke") & (frame["status"] == "ok")]
+    if smoke.empty or "metric:iters_done" not in smoke:
+        return ""
+    iterations = smoke["metric:iters_done"].dropna()
+    if iterations.empty:
+        return ""
+    return (f"Smoke profile: {int(iterations.max())} training iteration(s) per cell on tiny shapes. These numbers "
+            "check the pipeline end to end; they are not converged results and not comparable with the paper.")
 
 
 def _provenance(frame: pd.DataFrame) -> str:
@@ -68,22 +84,28 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    index = [f"# ctbench report: {run_id}", "", _provenance(frame)]
+    provenance = _provenance(frame)
     counts = frame["status"].value_counts().to_dict()
-    index.append("Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + "\n")
+    counts_text = "Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    index = [f"# ctbench report: {run_id}", "", provenance, counts_text + "\n"]
+    sections: list[TaskSection] = []
     for task, sub in frame.groupby("task", sort=True):
         table = table_for(task, sub)
         md = table.to_markdown(index=False, disable_numparse=True)
         (out / f"{task}.csv").write_text(table.to_csv(index=False))
         (out / f"{task}.tex").write_text(_latex(table))
         figures = PLOTS.get(task)(sub, out, run_dir) if task in PLOTS else []
-        section = [f"## {task}", "", md, ""]
-        section += [*notes_for(task, sub), ""] if notes_for(task, sub) else []
+        notes, pipeline, failures = notes_for(task, sub), _pipeline_note(sub), _failures(sub)
+        section = [f"## {task}", ""] + ([f"> {pipeline}", ""] if pipeline else []) + [md, ""]
+        section += [*notes, ""] if notes else []
         section += [f"![{p.stem}]({p.name})" for p in figures]
-        section.append(_failures_section(sub))
+        section.append(_failures_section(failures))
         (out / f"{task}.md").write_text("\n".join(section) + "\n")
         files += [out / f"{task}.md", out / f"{task}.csv", out / f"{task}.tex", *figures]
         index += section
+        sections.append(TaskSection(task, table, notes, pipeline, figures, failures))
     (out / "index.md").write_text("\n".join(index) + "\n")
-    files.insert(0, out / "index.md")
+    page = render_html(f"ctbench report: {run_id}", provenance.strip(), counts_text, sections)
+    (out / "index.html").write_text(page, encoding="utf-8")
+    files[:0] = [out / "index.md", out / "index.html"]
     return ReportFiles(out_dir=out, files=files)

@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from suite.backends import AbstractSolver
+from suite.gate import Rule
 from suite.precision import Precision
 from suite.registry import Registry
 
@@ -104,6 +105,8 @@ class AbstractTask(abc.ABC):
     tuple_state: ClassVar[bool] = False
     kind: ClassVar[str] = "ode"  # "ode" or "sde": which backend capabilities the task needs
     summary: ClassVar[str] = ""
+    # How `ctbench gate` compares each metric (suite/gate.py); a spec's [gate] table may change tolerances.
+    gate_rules: ClassVar[dict[str, Rule]] = {}
 
     @abc.abstractmethod
     def run(self, params: TaskParams, ctx: CellContext) -> dict[str, float]:

@@ -16,6 +16,7 @@ import torch
 from pydantic import Field, field_validator
 
 from suite.data.toy2d import TOY2D, sample_toy2d
+from suite.gate import Rule
 from suite.models.cnf_hypernet import HyperNetField
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
@@ -65,6 +66,11 @@ class CNF2D(AbstractTask):
         "saved_for_backward_mib", "iters_done",
     )
     summary = "2-D CNF (FFJORD toy data), hypernetwork field, exact divergence, NLL / MMD / time / memory"
+    gate_rules: ClassVar[dict[str, Rule]] = {
+        "val_nll": Rule("relative", "lower", 0.02, atol=1e-3),
+        "val_nll_train_precision": Rule("relative", "lower", 0.02, atol=1e-3),
+        "mmd": Rule("relative", "lower", 0.10, atol=1e-4),
+    }
 
     def run(self, params: CNF2DParams, ctx: CellContext) -> dict[str, float]:
         device, master = ctx.device, ctx.precision.master

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from suite.data.bsds300 import identify_bsds300, load_bsds300
+from suite.gate import Rule
 from suite.models.otflow_potential import OTFlowPotential
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
@@ -88,6 +89,12 @@ class OTFlowBSDS300(AbstractTask):
         "peak_mem_gib", "saved_for_backward_mib",
     )
     summary = "OT-Flow on BSDS300 patches (d=63; offline proxy without the real file): NLL, L, HJB, memory"
+    gate_rules: ClassVar[dict[str, Rule]] = {
+        "val_nll": Rule("relative", "lower", 0.02, atol=1e-3),
+        "val_transport": Rule("relative", "lower", 0.05, atol=1e-4),
+        "val_hjb": Rule("relative", "lower", 0.05, atol=1e-4),
+        "mmd": Rule("relative", "lower", 0.10, atol=1e-4),
+    }
 
     def input_identity(self, params: OTFlowParams) -> dict[str, str]:
         return identify_bsds300(params.data_source, params.data_path, params.proxy_stride, seed=0)

@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 
 from suite.engine import SDEProblem, sdeint
+from suite.gate import Rule
 from suite.measure import Stopwatch
 from suite.references.cev import CEV
 from suite.references.gbm import GBM
@@ -118,6 +119,10 @@ class SDEAdjointBias(AbstractTask):
         "fwd_s", "bwd_s",
     )
     summary = "dJ/dx0 of E[X_T] for GBM and CEV: DTO vs naive and corrected OTD, against exact references"
+    gate_rules: ClassVar[dict[str, Rule]] = {
+        "grad_estimate": Rule("ztest", "both", 4.0, stderr="grad_stderr"),
+        "mc_reference": Rule("ztest", "both", 4.0, stderr="mc_reference_stderr"),
+    }
 
     def reference(self, params: SDEBiasParams, device: str = "cpu",
                   check: Callable[[], None] | None = None) -> dict[str, float]:

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 
 from suite.engine import sdeint
+from suite.gate import Rule
 from suite.models.otflow_potential import OTFlowPotential
 from suite.references.cole_hopf import SOC_VARIANTS, SOCProblem, value_cole_hopf
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
@@ -109,6 +110,11 @@ class SOC100D(AbstractTask):
         "hjb_residual", "fwd_s", "bwd_s", "iter_s", "total_s", "iters_done", "peak_mem_gib",
     )
     summary = "100-D stochastic optimal control, value network + PMP feedback vs random walk, exact Cole-Hopf value"
+    gate_rules: ClassVar[dict[str, Rule]] = {
+        "control_objective": Rule("ztest", "both", 4.0, stderr="control_objective_stderr"),
+        "hjb_residual": Rule("relative", "lower", 0.10, atol=1e-3),
+        "value_at_start": Rule("relative", "both", 0.05, atol=1e-3),
+    }
 
     def reference(self, params: SOCParams) -> dict[str, float]:
         return {"value_reference": value_cole_hopf(params.control_problem())}

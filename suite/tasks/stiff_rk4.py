@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
+from suite.gate import Rule
 from suite.measure import Stopwatch
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
 from suite.tasks._gradients import scaled_gradients
@@ -74,6 +75,7 @@ class StiffRK4(AbstractTask):
     name = "stiff-rk4"
     Params = StiffParams
     metric_names: ClassVar[tuple[str, ...]] = METRICS
+    gate_rules: ClassVar[dict[str, Rule]] = {name: Rule("relative", "lower", 0.05, atol=1e-9) for name in METRICS}
     summary = "gradient accuracy on a stiff ODE spanning the fp16 range, against the closed form"
 
     def reference(self, params: StiffParams) -> dict[str, float]:

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from suite.data.augment import augment, resize
 from suite.data.stl10 import identify_stl10, load_stl10, split_validation
+from suite.gate import Rule
 from suite.measure import synchronize
 from suite.models.parabolic_cnn import ParabolicCNN
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
@@ -78,6 +79,11 @@ class STL10(AbstractTask):
         "saved_for_backward_mib", "iters_done", "epochs_done", "params_m", "skipped_steps",
     )
     summary = "parabolic neural-ODE CNN on STL-10 (offline proxy without the data): accuracy, memory, time"
+    gate_rules: ClassVar[dict[str, Rule]] = {
+        "test_acc": Rule("relative", "higher", 0.05, atol=0.02),
+        "val_acc": Rule("relative", "higher", 0.05, atol=0.02),
+        "train_loss": Rule("relative", "lower", 0.02, atol=1e-3),
+    }
 
     def input_identity(self, params: STL10Params) -> dict[str, str]:
         return identify_stl10(params.data_source, params.data_path)

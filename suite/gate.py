@@ -1,0 +1,394 @@
+"""Compare two runs, or gate a run against a committed baseline: per cell, per metric, by the task's own rules.
+
+Cells match by their key (task, variant, backend, method, steps, precision, scaling, seed, profile). For each
+task the run contains: a baseline cell missing from the run is a regression, a new cell is listed, and a task
+absent from the run is skipped with a note (so one task can be gated alone).
+
+How a metric is compared is declared by its task (`AbstractTask.gate_rules`), never one tolerance for all:
+- status: ok → anything else is a regression; nonfinite/error/... → ok is an improvement;
+- deterministic accuracy metrics: a relative tolerance (tight by default; a spec may override it in `[gate]`);
+- Monte Carlo metrics with a standard error: a z-test on the difference;
+- memory: `saved_for_backward_mib` and the CUDA allocator peak, a tight factor;
+- time: machines are noisy and differ, so the primary check is a *ratio inside one run* (engine ÷ torchdiffeq
+  at the same precision; bf16 ÷ tf32, or ÷ fp32 where there is no tf32, for one backend) against the same
+  ratio in the baseline; absolute times only between runs on the same device class, with a wide factor. Both
+  only where the times are long enough to mean something (`min_time_s`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from suite.records import SCHEMA, RecordsError, RecordStore, Status, latest_by_cell, read_records
+
+__all__ = ["Rule", "GateRow", "GateResult", "compare_records", "load_baseline", "write_baseline", "COMMON_RULES",
+           "BaselineError", "cell_key", "TIME_TOLERANCES", "baseline_name"]
+
+KEY_FIELDS = ("task", "variant", "backend", "method", "steps", "precision", "scaling", "seed", "profile")
+
+
+class BaselineError(ValueError):
+    """A baseline folder that cannot be used (missing, another schema, or not a measured run of committed code)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one metric is compared. kind: relative | ztest | factor; direction: which way is better."""
+
+    kind: Literal["relative", "ztest", "factor"]
+    direction: Literal["lower", "higher", "both"] = "lower"
+    tolerance: float = 0.05  # relative: |Δ|/|old|; ztest: z; factor: new/old
+    atol: float = 0.0  # relative: changes below this never count
+    stderr: str | None = None  # ztest: the metric holding the standard error
+
+    def with_tolerance(self, tolerance: float) -> Rule:
+        return Rule(self.kind, self.direction, tolerance, self.atol, self.stderr)
+
+    def describe(self) -> str:
+        if self.kind == "relative":
+            return f"±{self.tolerance:.0%} relative" + (f" (+{self.atol:g})" if self.atol else "")
+        if self.kind == "ztest":
+            return f"|z| ≤ {self.tolerance:g} (s.e. {self.stderr})"
+        return f"×{self.tolerance:g}"
+
+
+# Rules every task gets: memory is deterministic enough for a tight factor.
+COMMON_RULES = {
+    "saved_for_backward_mib": Rule("factor", "lower", 1.05),
+    "peak_mem_gib": Rule("factor", "lower", 1.10),
+}
+
+
+@dataclass
+class GateRow:
+    cell: str
+    metric: str
+    old: str
+    new: str
+    change: str
+    rule: str
+    verdict: Literal["ok", "regression", "improvement", "new", "skipped", "note"]
+    why: str = ""
+
+
+@dataclass
+class GateResult:
+    rows: list[GateRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[GateRow]:
+        return [r for r in self.rows if r.verdict == "regression"]
+
+    def markdown(self, title: str) -> str:
+        lines = [f"## {title}", ""]
+        regressions = self.regressions
+        lines.append(f"**{len(regressions)} regression(s)**, {sum(r.verdict == 'improvement' for r in self.rows)} "
+                     f"improvement(s), {sum(r.verdict == 'ok' for r in self.rows)} checks within tolerance, "
+                     f"{sum(r.verdict == 'new' for r in self.rows)} new cell(s).")
+        lines += [f"- {n}" for n in self.notes]
+        shown = [r for r in self.rows if r.verdict != "ok"]
+        if shown:
+            lines += ["", "| verdict | cell | metric | old → new | change | rule | why |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in sorted(shown, key=lambda r: (r.verdict != "regression", r.cell, r.metric)):
+                lines.append(f"| {r.verdict} | `{r.cell}` | {r.metric} | {r.old} → {r.new} | {r.change} | "
+                             f"{r.rule} | {r.why} |")
+        return "\n".join(lines) + "\n"
+
+
+def cell_key(record: dict) -> tuple:
+    return tuple(record[k] for k in KEY_FIELDS)
+
+
+def _key_text(key: tuple) -> str:
+    return "/".join(str(v) if k not in ("steps", "seed") else f"{k}={v}" for k, v in zip(KEY_FIELDS, key))
+
+
+def _number(value) -> float:
+    if isinstance(value, str):
+        return float(value)  # 'inf' / 'nan' stored as strings
+    return float(value) if value is not None else math.nan
+
+
+def _fmt(value: float) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+# ---------------------------------------------------------------- metric rules
+def _rules_for(task: str, overrides: dict[str, float]) -> dict[str, Rule]:
+    from suite.tasks import TASKS
+
+    rules = dict(COMMON_RULES)
+    if task in TASKS:
+        rules.update(TASKS.get(task).gate_rules)
+    for metric, tolerance in overrides.items():
+        if metric in rules:
+            rules[metric] = rules[metric].with_tolerance(tolerance)
+    return rules
+
+
+def _judge(rule: Rule, old: float, new: float, old_se: float, new_se: float) -> tuple[str, str, str]:
+    """(verdict, change text, why) for one metric."""
+    if math.isnan(old) or math.isnan(new):
+        return ("ok", "", "") if math.isnan(old) and math.isnan(new) else (
+            "regression" if math.isnan(new) else "improvement", "", "became NaN" if math.isnan(new) else "")
+    if rule.kind == "ztest":
+        spread = math.sqrt(max(old_se, 0.0) ** 2 + max(new_se, 0.0) ** 2)
+        z = (new - old) / spread if spread > 0 else (0.0 if new == old else math.inf)
+        bad = abs(z) > rule.tolerance
+        return ("regression" if bad else "ok", f"z = {z:+.2f}",
+                f"the estimates differ by {abs(z):.1f} standard errors" if bad else "")
+    if rule.kind == "factor":
+        ratio = new / old if old else (1.0 if new == old else math.inf)
+        worse = ratio > rule.tolerance if rule.direction == "lower" else ratio < 1 / rule.tolerance
+        better = ratio < 1 / rule.tolerance if rule.direction == "lower" else ratio > rule.tolerance
+        return ("regression" if worse else "improvement" if better else "ok", f"×{ratio:.3g}",
+                f"beyond the factor {rule.tolerance:g}" if worse else "")
+    delta = new - old
+    limit = rule.tolerance * abs(old) + rule.atol
+    change = f"{delta / abs(old):+.1%}" if old else f"{delta:+.3g}"
+    if abs(delta) <= limit:
+        return "ok", change, ""
+    worse = delta > 0 if rule.direction == "lower" else delta < 0 if rule.direction == "higher" else True
+    return ("regression" if worse else "improvement", change,
+            f"moved {'up' if delta > 0 else 'down'} beyond ±{rule.tolerance:.0%}" if worse else "")
+
+
+def _metric_rows(name: str, rules: dict[str, Rule], old: dict, new: dict) -> Iterable[GateRow]:
+    metrics_old, metrics_new = old["metrics"], new["metrics"]
+    for metric, rule in rules.items():
+        if metric not in metrics_old and metric not in metrics_new:
+            continue
+        a, b = _number(metrics_old.get(metric)), _number(metrics_new.get(metric))
+        if metric == "peak_mem_gib" and old["device"] != "cuda":
+            continue  # a CPU has no per-cell allocator peak
+        se_a = _number(metrics_old.get(rule.stderr)) if rule.stderr else 0.0
+        se_b = _number(metrics_new.get(rule.stderr)) if rule.stderr else 0.0
+        if metric in metrics_old and metric not in metrics_new:
+            yield GateRow(name, metric, _fmt(a), "missing", "", rule.describe(), "regression",
+                          "the metric is no longer recorded")
+            continue
+        verdict, change, why = _judge(rule, a, b, se_a, se_b)
+        yield GateRow(name, metric, _fmt(a), _fmt(b), change, rule.describe(), verdict, why)
+
+
+def _status_row(name: str, old: dict, new: dict) -> GateRow | None:
+    a, b = old["status"], new["status"]
+    if a == b:
+        if a == Status.UNSUPPORTED.value and old["reason"] != new["reason"]:
+            return GateRow(name, "status", a, b, "", "status", "note", f"reason changed: {new['reason']}")
+        return None
+    if a == Status.OK.value:
+        return GateRow(name, "status", a, b, "", "ok stays ok", "regression", new["reason"] or "status changed")
+    if b == Status.OK.value:
+        return GateRow(name, "status", a, b, "", "ok stays ok", "improvement", "now ok")
+    return GateRow(name, "status", a, b, "", "status", "note", new["reason"])
+
+
+# ---------------------------------------------------------------- time
+def _time(record: dict) -> float:
+    value = record["metrics"].get("iter_s", record["timing"].get("total_s"))
+    return _number(value)
+
+
+def _partners(cells: dict[tuple, dict]) -> dict[tuple, dict[str, tuple]]:
+    """Per cell key: the keys its time is divided by inside the run ('engine/torchdiffeq', 'bf16/tf32')."""
+    index = {k: i for i, k in enumerate(KEY_FIELDS)}
+    out: dict[tuple, dict[str, tuple]] = {}
+    for key in cells:
+        pairs = {}
+        backend, precision, scaling = key[index["backend"]], key[index["precision"]], key[index["scaling"]]
+        if backend.startswith("engine"):
+            partner = list(key)
+            partner[index["backend"]] = "torchdiffeq"
+            partner[index["scaling"]] = {"dynamic": "grad"}.get(scaling, scaling)
+            if tuple(partner) in cells:
+                pairs[f"time {backend} ÷ torchdiffeq"] = tuple(partner)
+        if precision == "bf16":
+            for base in ("tf32", "fp32"):
+                partner = list(key)
+                partner[index["precision"]] = base
+                if tuple(partner) in cells and cells[tuple(partner)]["status"] == Status.OK.value:
+                    pairs[f"time bf16 ÷ {base}"] = tuple(partner)
+                    break
+        out[key] = pairs
+    return out
+
+
+def _time_rows(old_cells, new_cells, same_device: bool, factor: float, absolute_factor: float, min_time_s: float):
+    new_pairs = _partners(new_cells)
+    for key, pairs in new_pairs.items():
+        if key not in old_cells or new_cells[key]["status"] != "ok" or old_cells[key]["status"] != "ok":
+            continue
+        name = _key_text(key)
+        for label, partner in pairs.items():
+            if partner not in old_cells or old_cells[partner]["status"] != "ok":
+                continue
+            times = [_time(new_cells[key]), _time(new_cells[partner]), _time(old_cells[key]), _time(old_cells[partner])]
+            if any(math.isnan(x) for x in times) or min(times) < min_time_s:
+                continue
+            new_ratio, old_ratio = times[0] / times[1], times[2] / times[3]
+            verdict, change, why = _judge(Rule("factor", "lower", factor), old_ratio, new_ratio, 0, 0)
+            yield GateRow(name, label, f"{old_ratio:.3g}", f"{new_ratio:.3g}", change, f"ratio ×{factor:g}",
+                          verdict, why)
+        if same_device:
+            a, b = _time(old_cells[key]), _time(new_cells[key])
+            if not (math.isnan(a) or math.isnan(b)) and min(a, b) >= min_time_s:
+                verdict, change, why = _judge(Rule("factor", "lower", absolute_factor), a, b, 0, 0)
+                yield GateRow(name, "time (absolute)", f"{a:.3g}s", f"{b:.3g}s", change,
+                              f"×{absolute_factor:g}, same device class", verdict, why)
+
+
+# ---------------------------------------------------------------- compare
+def _device_classes(records: Iterable[dict]) -> set[str]:
+    return {(r.get("inputs") or {}).get("device_class", "?") for r in records}
+
+
+# Time tolerances by device type, measured: two smoke runs of the whole suite on one 2-core CPU differed by up
+# to ×1.6 in within-run ratios and ×1.8 in absolute times, with every other metric bit for bit equal.
+TIME_TOLERANCES = {
+    "cpu": {"time_factor": 2.5, "absolute_time_factor": 5.0, "min_time_s": 0.05},
+    "cuda": {"time_factor": 1.5, "absolute_time_factor": 3.0, "min_time_s": 0.005},
+}
+
+
+def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = None,
+                    overrides: dict[str, dict[str, float]] | None = None, time_factor: float | None = None,
+                    absolute_time_factor: float | None = None, min_time_s: float | None = None) -> GateResult:
+    """The gate's verdicts for `new` against `old` (both lists of records; the latest record per cell counts).
+    Time tolerances default by device type (TIME_TOLERANCES)."""
+    overrides = overrides or {}
+    device = "cuda" if any(r["device"] == "cuda" and r["status"] == "ok" for r in new) else "cpu"
+    defaults = TIME_TOLERANCES[device]
+    time_factor = time_factor or defaults["time_factor"]
+    absolute_time_factor = absolute_time_factor or defaults["absolute_time_factor"]
+    min_time_s = defaults["min_time_s"] if min_time_s is None else min_time_s
+    old_cells = {cell_key(r): r for r in latest_by_cell(old).values()}
+    new_cells = {cell_key(r): r for r in latest_by_cell(new).values()}
+    run_tasks = {k[0] for k in new_cells}
+    wanted = set(tasks) if tasks else run_tasks
+    result = GateResult()
+    for task in sorted({k[0] for k in old_cells} - run_tasks):
+        if not tasks or task in wanted:
+            result.notes.append(f"task {task} is not in the run: skipped (gate it with a run that has it)")
+    old_cells = {k: v for k, v in old_cells.items() if k[0] in wanted and k[0] in run_tasks}
+    new_cells = {k: v for k, v in new_cells.items() if k[0] in wanted}
+    same_device = _device_classes(old_cells.values()) == _device_classes(new_cells.values())
+    if not same_device:
+        result.notes.append("the runs come from different device classes "
+                            f"({', '.join(sorted(_device_classes(old_cells.values())))} vs "
+                            f"{', '.join(sorted(_device_classes(new_cells.values())))}): times are not compared")
+    for key, record in sorted(old_cells.items(), key=lambda kv: _key_text(kv[0])):
+        name = _key_text(key)
+        if key not in new_cells:
+            result.rows.append(GateRow(name, "cell", record["status"], "missing", "", "every baseline cell runs",
+                                       "regression", "the baseline has this cell; the run does not"))
+            continue
+        status = _status_row(name, record, new_cells[key])
+        if status is not None:
+            result.rows.append(status)
+        if record["status"] == "ok" and new_cells[key]["status"] == "ok":
+            result.rows += list(_metric_rows(name, _rules_for(key[0], overrides.get(key[0], {})), record,
+                                             new_cells[key]))
+    for key in sorted(set(new_cells) - set(old_cells), key=_key_text):
+        result.rows.append(GateRow(_key_text(key), "cell", "–", new_cells[key]["status"], "", "", "new",
+                                   "not in the baseline"))
+    if same_device:
+        result.rows += list(_time_rows(old_cells, new_cells, True, time_factor, absolute_time_factor, min_time_s))
+    return result
+
+
+# ---------------------------------------------------------------- baselines
+def load_baseline(folder: Path) -> tuple[list[dict], dict]:
+    """(records, provenance) of a baseline folder; BaselineError when it is missing or of another schema."""
+    meta_path, records_path = folder / "baseline.json", folder / "records.jsonl"
+    if not records_path.exists() or not meta_path.exists():
+        raise BaselineError(f"{folder}: no baseline here (records.jsonl and baseline.json); make one with "
+                            f"`ctbench gate RUN --baseline {folder} --update` on a run of committed code")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BaselineError(f"{meta_path}: not readable JSON ({exc})") from None
+    if meta.get("schema") != SCHEMA:
+        raise BaselineError(f"{meta_path}: baseline of records schema {meta.get('schema')!r}; this ctbench reads "
+                            f"schema {SCHEMA}: remake the baseline with this version")
+    try:
+        return read_records(records_path), meta
+    except RecordsError as exc:
+        raise BaselineError(f"baseline {folder}: {exc}") from None
+
+
+def write_baseline(folder: Path, records: list[dict], tasks: list[str] | None, command: str) -> dict:
+    """Write (or, for `tasks`, update) a baseline from a run: only a measured run of committed code."""
+    chosen = [r for r in latest_by_cell(records).values() if not tasks or r["task"] in tasks]
+    if not chosen:
+        raise BaselineError("the run has no records of the chosen tasks")
+    dirty = sorted({r["env"].get("git_sha") or "unknown" for r in chosen if r["env"].get("dirty") is not False})
+    if dirty:
+        raise BaselineError("a baseline is a measured run of committed code; these records come from a dirty or "
+                            f"unknown checkout ({', '.join(dirty)}): commit, run again, then --update")
+    kept: list[dict] = []
+    if (folder / "records.jsonl").exists() and tasks:
+        kept = [r for r in load_baseline(folder)[0] if r["task"] not in tasks]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".records.jsonl.tmp"
+    tmp.unlink(missing_ok=True)
+    store = RecordStore(tmp)
+    for record in kept + chosen:
+        store.append(record)
+    os.replace(tmp, folder / "records.jsonl")
+    env = chosen[0]["env"]
+    meta = {
+        "schema": SCHEMA, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "run_ids": sorted({r["run_id"] for r in chosen}), "git_sha": sorted({r["env"]["git_sha"] for r in chosen}),
+        "device_class": sorted(_device_classes(chosen)), "torch": env.get("torch"), "python": env.get("python"),
+        "backend_versions": env.get("backend_versions"), "profile": sorted({r["profile"] for r in chosen}),
+        "tasks": sorted({r["task"] for r in kept + chosen}), "cells": len(kept) + len(chosen), "command": command,
+    }
+    (folder / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_readme(folder, meta)
+    return meta
+
+
+def _write_readme(folder: Path, meta: dict) -> None:
+    text = f"""# Baseline `{folder.name}`
+
+Measured, never hand-edited: records of a real `ctbench run` of committed code, written by
+
+    {meta['command']}
+
+- git commit(s): {', '.join(meta['git_sha'])}
+- device class: {', '.join(meta['device_class'])}; torch {meta['torch']}; Python {meta['python']}
+- profile: {', '.join(meta['profile'])}; tasks: {', '.join(meta['tasks'])} ({meta['cells']} cells)
+- made: {meta['created']}
+
+To remake it: run the same profile on committed code into a fresh directory, check the run with
+`ctbench gate RUN --baseline {folder}`, then add `--update` (only the tasks given with `--task` are replaced).
+"""
+    (folder / "README.md").write_text(text)
+
+
+def baseline_name(device_name: str | None = None) -> str:
+    """The baseline folder of this machine's first GPU for the gate profile: 'h100-gate' for an H100."""
+    import re
+
+    if device_name is None:
+        import torch
+
+        device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower()) if w and w not in ("nvidia", "tesla", "geforce")]
+    if len(words) > 1 and words[0] in ("rtx", "quadro", "titan"):
+        words = [words[0] + words[1]]
+    return f"{words[0] if words else 'unknown'}-gate"
+
+
+def result_as_dict(result: GateResult) -> dict:
+    return {"notes": result.notes, "rows": [asdict(r) for r in result.rows]}

@@ -1,0 +1,162 @@
+"""`ctbench compare` / `ctbench gate`: each metric kind by its task's rule, statuses, missing and new cells,
+schemas, time ratios that a uniform slowdown does not move, baselines only from committed code, and a
+doctored run (an engine whose dynamic scaling is broken) failing against the committed CPU baseline."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+from suite.gate import BaselineError, compare_records, load_baseline, write_baseline
+from suite.records import SCHEMA, RecordStore
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record(task="stiff-rk4", backend="engine", precision="fp16", scaling="dynamic", status="ok", metrics=None,
+           timing=None, device="cpu", device_class="cpu: test", variant="published", dirty=False):
+    return {
+        "schema": SCHEMA, "run_id": "r",
+        "cell_id": f"{task}/{variant}/{backend}/rk4/N=4/{precision}/{scaling}/seed=0/smoke",
+        "task": task, "variant": variant, "backend": backend, "method": "rk4", "steps": 4, "precision": precision,
+        "scaling": scaling, "seed": 0, "profile": "smoke", "device": device, "status": status,
+        "reason": "" if status == "ok" else f"{status} (test)", "metrics": metrics or {}, "timing": timing or {},
+        "memory": {}, "env": {"git_sha": "abc", "dirty": dirty, "torch": "t", "python": "3.11"},
+        "spec_hash": "h", "inputs": {"device_class": device_class}, "extra": {}, "stats": {},
+    }
+
+
+def verdicts(result):
+    return {(r.cell.split("/")[2] + "/" + r.cell.split("/")[5] + "/" + r.cell.split("/")[6], r.metric): r.verdict
+            for r in result.rows}
+
+
+def test_relative_metrics_pass_within_tolerance_and_fail_outside():
+    old = [record(metrics={"rel_err_y_T": 1.0e-3, "rel_err_grad_y0": 2.0e-3})]
+    within = [record(metrics={"rel_err_y_T": 1.04e-3, "rel_err_grad_y0": 2.0e-3})]
+    worse = [record(metrics={"rel_err_y_T": 1.2e-3, "rel_err_grad_y0": 2.0e-3})]
+    better = [record(metrics={"rel_err_y_T": 0.5e-3, "rel_err_grad_y0": 2.0e-3})]
+    assert not compare_records(old, within).regressions
+    bad = compare_records(old, worse).regressions
+    assert [(r.metric, r.why) for r in bad] == [("rel_err_y_T", "moved up beyond ±5%")]
+    assert verdicts(compare_records(old, better))[("engine/fp16/dynamic", "rel_err_y_T")] == "improvement"
+    # a spec's [gate] table overrides the task's tolerance
+    assert not compare_records(old, worse, overrides={"stiff-rk4": {"rel_err_y_T": 0.5}}).regressions
+
+
+def test_higher_is_better_metrics():
+    old = [record(task="stl10", metrics={"test_acc": 0.50})]
+    assert compare_records(old, [record(task="stl10", metrics={"test_acc": 0.40})]).regressions
+    assert not compare_records(old, [record(task="stl10", metrics={"test_acc": 0.60})]).regressions
+
+
+def test_monte_carlo_metrics_use_a_z_test():
+    def mc(value, se):
+        return [record(task="sde-adjoint-bias", backend="engine", precision="fp64", scaling="none",
+                       metrics={"grad_estimate": value, "grad_stderr": se})]
+
+    assert not compare_records(mc(0.640, 0.01), mc(0.660, 0.01)).regressions  # z ≈ 1.4
+    bad = compare_records(mc(0.640, 0.01), mc(0.740, 0.01)).regressions  # z ≈ 7
+    assert bad and "standard errors" in bad[0].why
+
+
+def test_memory_uses_a_tight_factor():
+    old = [record(metrics={"saved_for_backward_mib": 10.0})]
+    assert not compare_records(old, [record(metrics={"saved_for_backward_mib": 10.4})]).regressions
+    assert compare_records(old, [record(metrics={"saved_for_backward_mib": 12.0})]).regressions
+
+
+def test_status_changes_missing_and_new_cells():
+    old = [record(), record(precision="bf16"), record(precision="fp32", status="nonfinite")]
+    new = [record(status="nonfinite"), record(precision="fp32"), record(precision="fp64")]
+    v = verdicts(compare_records(old, new))
+    assert v[("engine/fp16/dynamic", "status")] == "regression"
+    assert v[("engine/bf16/dynamic", "cell")] == "regression"  # in the baseline, not in the run
+    assert v[("engine/fp32/dynamic", "status")] == "improvement"
+    assert v[("engine/fp64/dynamic", "cell")] == "new"
+
+
+def test_a_task_absent_from_the_run_is_skipped_with_a_note():
+    old = [record(), record(task="cnf-2d", metrics={"val_nll": 1.0})]
+    result = compare_records(old, [record()])
+    assert not result.regressions and any("cnf-2d is not in the run" in n for n in result.notes)
+
+
+def _timed(backend, precision, scaling, seconds, device_class="cpu: test"):
+    return record(backend=backend, precision=precision, scaling=scaling, metrics={"iter_s": seconds},
+                  device_class=device_class)
+
+
+def test_time_ratios_ignore_a_uniform_slowdown_and_catch_a_relative_one():
+    base = [_timed("engine", "fp16", "dynamic", 1.0), _timed("torchdiffeq", "fp16", "grad", 1.0),
+            _timed("engine", "bf16", "none", 0.8), _timed("engine", "fp32", "none", 1.0)]
+    slow = [_timed("engine", "fp16", "dynamic", 2.2), _timed("torchdiffeq", "fp16", "grad", 2.2),
+            _timed("engine", "bf16", "none", 1.76), _timed("engine", "fp32", "none", 2.2)]
+    result = compare_records(base, slow, time_factor=1.5, absolute_time_factor=10)
+    assert not result.regressions  # every ratio is the same: a slower machine, not a slower solver
+    engine_only = copy.deepcopy(base)
+    engine_only[0]["metrics"]["iter_s"] = 2.0  # the engine alone got twice as slow
+    bad = compare_records(base, engine_only, time_factor=1.5, absolute_time_factor=10).regressions
+    assert [r.metric for r in bad] == ["time engine ÷ torchdiffeq"]
+    # absolute times are compared only on one device class
+    other = [dict(r, inputs={"device_class": "cpu: other"}) for r in engine_only]
+    result = compare_records(base, other, time_factor=1.5)
+    assert not result.regressions and any("different device classes" in n for n in result.notes)
+
+
+def test_baselines_come_from_committed_code_and_carry_their_schema(tmp_path):
+    with pytest.raises(BaselineError, match="measured run of committed code"):
+        write_baseline(tmp_path / "b", [record(dirty=True)], None, "test")
+    meta = write_baseline(tmp_path / "b", [record(), record(task="cnf-2d")], None, "ctbench gate r --update")
+    assert meta["tasks"] == ["cnf-2d", "stiff-rk4"] and "Measured, never hand-edited" in (
+        tmp_path / "b" / "README.md").read_text()
+    write_baseline(tmp_path / "b", [record(precision="bf16")], ["stiff-rk4"], "update one task")
+    records, _ = load_baseline(tmp_path / "b")
+    assert sorted((r["task"], r["precision"]) for r in records) == [("cnf-2d", "fp16"), ("stiff-rk4", "bf16")]
+    meta_path = tmp_path / "b" / "baseline.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "schema": 1}))
+    with pytest.raises(BaselineError, match="schema 1; this ctbench reads schema"):
+        load_baseline(tmp_path / "b")
+
+
+def test_gate_command_exit_codes_markdown_and_a_missing_baseline(tmp_path, capsys):
+    run = tmp_path / "run"
+    RecordStore(run / "records.jsonl").append(record(metrics={"rel_err_y_T": 1.0}))
+    base = tmp_path / "base"
+    write_baseline(base, [record(metrics={"rel_err_y_T": 0.5})], None, "test")
+    assert main(["gate", str(run), "--baseline", str(base), "--markdown", str(tmp_path / "g.md")]) == 1
+    text = (tmp_path / "g.md").read_text()
+    assert "**1 regression(s)**" in text and "rel_err_y_T" in text and "0.5 → 1" in text
+    assert main(["gate", str(run), "--baseline", str(tmp_path / "nowhere")]) == 0
+    assert "NOTHING TO COMPARE" in capsys.readouterr().err
+    bad = tmp_path / "old-schema"
+    RecordStore(bad / "records.jsonl").append({**record(), "schema": 1})
+    assert main(["compare", str(bad), str(run)]) == 2
+    assert "record schema 1 is not supported" in capsys.readouterr().err
+
+
+def test_a_doctored_run_fails_the_committed_cpu_baseline(tmp_path, monkeypatch):
+    """An engine change that breaks fp16 dynamic scaling (the scale stuck at 1) turns the gate red."""
+    from suite.engine import _scaler
+    from suite.runner import run_cells
+    from suite.spec import expand, load_spec
+
+    baseline = ROOT / "baselines" / "cpu-smoke"
+    old, _ = load_baseline(baseline)
+    spec = load_spec(ROOT / "suite" / "specs" / "stiff-rk4.toml")
+    cells = [c for c in expand(spec, "smoke") if c.variant == "published" and c.backend == "engine"
+             and c.precision == "fp16"]
+    clean = tmp_path / "clean"
+    run_cells(cells, clean, "clean")
+    from suite.records import read_records
+
+    assert not compare_records(old, read_records(clean), tasks=["stiff-rk4"]).regressions
+    monkeypatch.setattr(_scaler.ScalerRound, "scale", lambda self, amax, step: self.one)
+    broken = tmp_path / "broken"
+    run_cells(cells, broken, "broken")
+    bad = compare_records(old, read_records(broken), tasks=["stiff-rk4"]).regressions
+    assert any(r.metric.startswith("rel_err_grad") and "dynamic" in r.cell for r in bad), bad
