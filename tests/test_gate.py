@@ -150,6 +150,9 @@ def test_a_doctored_run_fails_the_committed_cpu_baseline(tmp_path, monkeypatch):
     spec = load_spec(ROOT / "suite" / "specs" / "stiff-rk4.toml")
     cells = [c for c in expand(spec, "smoke") if c.variant == "published" and c.backend == "engine"
              and c.precision == "fp16"]
+    ids = {c.cell_id for c in cells}
+    old = [r for r in old if r["cell_id"] in ids]  # gate just these cells
+    assert len(old) == len(cells) == 2  # fp16: none and dynamic
     clean = tmp_path / "clean"
     run_cells(cells, clean, "clean")
     from suite.records import read_records
