@@ -103,3 +103,19 @@ def test_profiles_change_scale_only():
     science = {k: v for k, v in smoke.model_dump().items() if k != "repeats"}
     assert science == {k: v for k, v in paper.model_dump().items() if k != "repeats"}
     assert smoke.repeats != paper.repeats
+
+
+def test_every_shipped_spec_has_a_gate_profile_for_gpu_runners():
+    for path in spec_files():
+        spec = load_spec(path)
+        assert "gate" in spec.file.profiles, path
+        assert spec.file.profiles["gate"].device == "cuda"
+        assert expand(spec, "gate")
+
+
+def test_a_gate_table_may_only_name_gated_metrics(tmp_path):
+    path = write(tmp_path, GOOD + '\n[gate]\nrel_err_y_T = 0.1\n')
+    assert load_spec(path).file.gate == {"rel_err_y_T": 0.1}
+    path = write(tmp_path, GOOD + '\n[gate]\nwall_clock = 0.1\n', name="bad.toml")
+    assert re.search(r"gate\.wall_clock: not a gated metric of task stiff-rk4; allowed: .*rel_err_y_T",
+                     problems_of(path))
