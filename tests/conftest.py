@@ -54,3 +54,6 @@ class TupleField(torch.nn.Module):
 @pytest.fixture
 def mlp_field():
     return MLPField()
+
+
+from stubs import stubs  # noqa: E402,F401  (the fixture, for every test module)

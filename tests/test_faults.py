@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 import h5py
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import registered_backend
-from test_runner import CAPS, _StubSolver, cell, stub
+from stubs import CAPS, _StubSolver, cell
 
 from suite.backends import AbstractBackend
 from suite.cli import Reporter, main
@@ -470,13 +469,6 @@ def test_run_a_users_own_spec_with_a_variant_filter(tmp_path, capsys):
     assert "--variant 'nope' is not a variant" in capsys.readouterr().err
 
 
-@pytest.fixture
-def stubs():
-    backends = {b: stub(b) for b in ("ok", "raise", "nan", "oom", "slow")}
-    with ExitStack() as stack:
-        for b in backends.values():
-            stack.enter_context(registered_backend(b.name, b))
-        yield backends
 
 
 def test_reporter_progress_is_plain_text(capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from conftest import registered_backend
-from test_runner import cell, stub
+from stubs import cell, stub
 
 from suite.cli import main
 from suite.report import build_report
