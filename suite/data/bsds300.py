@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from suite.data._common import cache_dir, file_fingerprint, resolve_source
+
 __all__ = ["PatchData", "load_bsds300", "build_proxy", "PROXY_SPLITS", "ENV_PATH", "cache_dir", "identify_bsds300",
            "file_fingerprint"]
 
@@ -47,10 +49,6 @@ class PatchData:
     @property
     def dim(self) -> int:
         return self.train.shape[1]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CTBENCH_CACHE", Path.home() / ".cache" / "ctbench"))
 
 
 def _grey_uint8(image: np.ndarray) -> np.ndarray:
@@ -143,26 +141,8 @@ def _read_real(path: Path) -> PatchData:
     return PatchData(splits["train"], splits["validation"], splits["test"], "BSDS300", f"real BSDS300 from {path}")
 
 
-def file_fingerprint(path: Path, block: int = 1 << 20) -> str:
-    """Size plus a sha256 of the first, middle and last MiB: tells two data files apart in milliseconds
-    (hashing a multi-GB file in full for every resume would not), and survives a copy (no mtime)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as fh:
-        for start in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
-            fh.seek(start)
-            digest.update(fh.read(block))
-    return f"{size} bytes, sampled sha256 {digest.hexdigest()[:16]}"
-
-
 def _resolve(source: str, path: str | None) -> str | None:
-    """The real file's path to use, or None for the proxy (one rule for loading and for identifying)."""
-    if source not in ("auto", "real", "proxy"):
-        raise ValueError(f"data source {source!r}; allowed: auto, real, proxy")
-    path = path or os.environ.get(ENV_PATH)
-    if source == "proxy" or (source == "auto" and not path):
-        return None
-    return path or ""
+    return resolve_source(source, path, ENV_PATH)
 
 
 def identify_bsds300(source: str = "auto", path: str | None = None, proxy_stride: int = 4, seed: int = 0

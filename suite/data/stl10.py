@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.data.bsds300 import cache_dir, file_fingerprint
+from suite.data._common import cache_dir, file_fingerprint, resolve_source
 
 __all__ = ["ImageSplits", "load_stl10", "read_stl10", "build_proxy", "identify_stl10", "write_stl10",
            "ENV_PATH", "IMAGE_BYTES", "split_validation"]
@@ -162,12 +162,7 @@ def build_proxy(seed: int = 0, root: Path | None = None) -> ImageSplits:
 
 # ---------------------------------------------------------------- choosing
 def _resolve(source: str, path: str | None) -> str | None:
-    if source not in ("auto", "real", "proxy"):
-        raise ValueError(f"data source {source!r}; allowed: auto, real, proxy")
-    path = path or os.environ.get(ENV_PATH)
-    if source == "proxy" or (source == "auto" and not path):
-        return None
-    return path or ""
+    return resolve_source(source, path, ENV_PATH)
 
 
 def identify_stl10(source: str = "auto", path: str | None = None, seed: int = 0) -> dict[str, str]:
