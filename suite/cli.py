@@ -323,9 +323,6 @@ def _gate_overrides(tasks: set[str], spec_paths: list[str] | None) -> dict[str, 
 
 
 def _print_gate(result, title: str, markdown: str | None) -> None:
-    from suite.gate import GateResult
-
-    assert isinstance(result, GateResult)  # internal invariant, not user input
     table = Table(title=title)
     for col in ("verdict", "cell", "metric", "old", "new", "change", "rule", "why"):
         table.add_column(col)

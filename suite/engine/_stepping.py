@@ -4,6 +4,7 @@ per-step data (host scalars and device stage times), and the evaluation of a ste
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,7 +56,13 @@ class Plan:
     _constants: dict = field(default_factory=dict)
 
     @classmethod
+    @functools.lru_cache(maxsize=64)
     def of(cls, tableau: ButcherTableau) -> Plan:
+        """One plan per tableau, shared by every solve (so its device constants are made once)."""
+        return cls._build(tableau)
+
+    @classmethod
+    def _build(cls, tableau: ButcherTableau) -> Plan:
         c, a, b = tableau.floats()
         col = 0
         stage_terms = []
