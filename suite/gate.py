@@ -22,7 +22,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -388,7 +388,3 @@ def baseline_name(device_name: str | None = None) -> str:
     if len(words) > 1 and words[0] in ("rtx", "quadro", "titan"):
         words = [words[0] + words[1]]
     return f"{words[0] if words else 'unknown'}-gate"
-
-
-def result_as_dict(result: GateResult) -> dict:
-    return {"notes": result.notes, "rows": [asdict(r) for r in result.rows]}
