@@ -146,6 +146,9 @@ class Reporter:
     def cell_progress(self, fraction: float) -> None:
         self.progress.update(self.bar, completed=self.n_done + min(max(fraction, 0.0), 1.0) * 0.99)
 
+    def note(self, text: str) -> None:
+        self.progress.console.print(text)
+
     def cell_finished(self, cell: Cell, record: dict) -> None:
         self.n_done += 1
         self.progress.update(self.bar, completed=self.n_done)
@@ -250,9 +253,32 @@ def _resume_hint(args, out_dir: Path) -> str:
     return " ".join(parts)
 
 
+def _executor_config(args):
+    from suite.executors import load_executor_config
+
+    overrides = {
+        "executor": args.executor, "checkpoint_every": args.checkpoint_every, "timeout_grace_s": args.timeout_grace,
+        "local.jobs": args.jobs, "local.cells_per_gpu": args.cells_per_gpu,
+        "local.gpus": [int(g) for g in args.gpus.split(",")] if args.gpus else None,
+        "slurm.partition": args.slurm_partition, "slurm.gpus_per_task": args.slurm_gpus_per_task,
+        "slurm.account": args.slurm_account, "slurm.qos": args.slurm_qos, "slurm.max_parallel": args.max_parallel,
+    }
+    config = load_executor_config(Path(args.executor_config) if args.executor_config else None, overrides)
+    if config.executor != "local" and (args.jobs or args.cells_per_gpu or args.gpus):
+        raise UsageError(f"--jobs, --cells-per-gpu and --gpus are settings of --executor local, not "
+                         f"{config.executor}")
+    if config.executor != "slurm" and any(v is not None for v in (
+            args.slurm_partition, args.slurm_gpus_per_task, args.slurm_account, args.slurm_qos, args.max_parallel)):
+        raise UsageError(f"--slurm-* and --max-parallel are settings of --executor slurm, not {config.executor}")
+    return config
+
+
 def cmd_run(args) -> int:
     from suite.runner import new_run_id, run_cells
 
+    if args.gpus and not all(g.strip().isdigit() for g in args.gpus.split(",")):
+        raise UsageError(f"--gpus {args.gpus!r}: expected comma-separated GPU indices such as 0,1,2,3")
+    config = _executor_config(args)
     cells = _cells_for_run(args)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
@@ -277,23 +303,111 @@ def cmd_run(args) -> int:
         if records_path.exists() and records_path.stat().st_size and not args.resume:
             raise UsageError(f"{out_dir} already holds records; add --resume to continue that run, "
                              "or choose another --out")
-        console.print(f"run {run_id}: {len(cells)} cell(s) → {records_path}")
+        where = "" if config.executor == "inprocess" else f" ({config.executor} executor)"
+        console.print(f"run {run_id}: {len(cells)} cell(s) → {records_path}{where}")
         try:
-            summary = run_cells(cells, out_dir, run_id, resume=args.resume, reporter=Reporter(),
-                                retry_failed=args.retry_failed, rerun_changed=args.rerun_changed)
+            if config.executor == "inprocess":
+                summary = run_cells(cells, out_dir, run_id, resume=args.resume, reporter=Reporter(),
+                                    retry_failed=args.retry_failed, rerun_changed=args.rerun_changed,
+                                    checkpoint_every=args.checkpoint_every)
+            else:
+                from suite.executors.coordinator import Coordinator
+
+                summary = Coordinator(config, out_dir, run_id, reporter=Reporter()).run(
+                    cells, resume=args.resume, retry_failed=args.retry_failed, rerun_changed=args.rerun_changed)
         except KeyboardInterrupt:
-            console.print(f"interrupted: the cell in flight was not recorded; every finished cell is in "
-                          f"{records_path}. Continue with:\n  {_resume_hint(args, out_dir)}")
+            stopped = "the cell in flight was" if config.executor == "inprocess" else "the running cells were"
+            console.print(f"interrupted: {stopped} not recorded (training cells keep their last checkpoint); "
+                          f"every finished cell is in {records_path}. Continue with:\n  {_resume_hint(args, out_dir)}")
             return EXIT_INTERRUPTED
     finally:
         lock.release()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
+    if config.executor == "slurm":
+        console.print(f"submitted: {counts}. Follow with `ctbench status {out_dir} --watch`; merge records with "
+                      f"`ctbench collect {out_dir}` (or `--resume`, which also submits what is missing)")
+        return 0
     console.print(f"done: {counts}; records in {records_path}")
     if args.report:
         cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None))
     if summary.n_errors:
         console.print(f"{summary.n_errors} cell(s) ended in error (a suite or data problem, not a numerical finding)")
     return 1 if summary.n_errors else 0
+
+
+# ---------------------------------------------------------------- collect / status
+def cmd_collect(args) -> int:
+    from suite.executors import ExecutorConfig
+    from suite.executors.coordinator import reconcile
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    try:
+        lock = RunLock(run_dir).__enter__()
+    except RunLocked as exc:
+        raise UsageError(f"{exc}; a live coordinator merges records itself") from None
+    try:
+        result = reconcile(run_dir, ExecutorConfig())
+    finally:
+        lock.release()
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(_count(result.merged).items())) or "nothing new"
+    console.print(f"collect {run_dir}: merged {len(result.merged)} record(s) ({counts}); "
+                  f"{len(result.failed)} of them recorded for jobs that ended without one; "
+                  f"{len(result.in_flight)} cell(s) still queued or running")
+    return 0
+
+
+def _count(records: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts
+
+
+def _status_table(run_dir: Path) -> tuple[Table, dict[str, int]]:
+    from suite.executors.status import run_status
+
+    rows = run_status(run_dir)
+    table = Table(title=f"status {run_dir}")
+    for col in ("cell", "state", "job", "detail"):
+        table.add_column(col)
+    colours = {"ok": "green", "unsupported": "yellow"}
+    totals: dict[str, int] = {}
+    for row in rows:
+        colour = colours.get(row.status, "red") if row.state == "done" else {"running": "cyan"}.get(row.state, "")
+        table.add_row(row.cell_id, _styled(colour, row.label), row.job, row.detail)
+        totals[row.label] = totals.get(row.label, 0) + 1
+    return table, totals
+
+
+def cmd_status(args) -> int:
+    import time
+
+    run_dir = Path(args.run_dir)
+    if args.interval <= 0:
+        raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if not args.watch:
+        table, totals = _status_table(run_dir)
+        out.print(table)
+        out.print(", ".join(f"{v} {k}" for k, v in sorted(totals.items())))
+        return 0
+    from rich.live import Live
+
+    try:
+        with Live(console=out, auto_refresh=False, transient=False) as live:
+            while True:
+                table, totals = _status_table(run_dir)
+                summary = ", ".join(f"{v} {k}" for k, v in sorted(totals.items()))
+                grid = Table.grid()
+                grid.add_row(table)
+                grid.add_row(summary)
+                live.update(grid, refresh=True)
+                if not any(k in totals for k in ("queued", "running", "unknown")):
+                    return 0
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
 
 
 # ---------------------------------------------------------------- report
@@ -422,7 +536,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: re-run cells recorded with other inputs (data set, device, torch) "
                         "instead of refusing")
     p.add_argument("--report", action="store_true", help="build the report when the run ends")
+    g = p.add_argument_group("executors (see README: Running on many GPUs and on SLURM)")
+    g.add_argument("--executor", choices=["inprocess", "local", "slurm"],
+                   help="inprocess (default): every cell in this process; local: one process per cell on this "
+                        "machine; slurm: one job per cell (job arrays)")
+    g.add_argument("--executor-config", metavar="TOML", help="executor settings file (keys as in the README)")
+    g.add_argument("--jobs", type=int, help="local: cells at once (CUDA cells also need a free GPU)")
+    g.add_argument("--gpus", metavar="LIST", help="local: GPU indices to use, e.g. 0,1,2,3 (default: all visible)")
+    g.add_argument("--cells-per-gpu", type=int,
+                   help="local: cells sharing one GPU (default 1; more makes their timings meaningless)")
+    g.add_argument("--max-parallel", type=int, help="slurm: array parallelism (cells running at once)")
+    g.add_argument("--slurm-partition")
+    g.add_argument("--slurm-gpus-per-task", type=int)
+    g.add_argument("--slurm-account")
+    g.add_argument("--slurm-qos")
+    g.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help="training cells checkpoint every K iterations (local/slurm default 25; inprocess: off)")
+    g.add_argument("--timeout-grace", type=float, metavar="S",
+                   help="local/slurm: kill a cell this many seconds after its timeout_s (default 60)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("collect", help="merge the records of a run's jobs into records.jsonl (exactly once)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_collect)
+    p = sub.add_parser("status", help="each cell of a run: queued, running, done: status")
+    p.add_argument("run_dir")
+    p.add_argument("--watch", action="store_true", help="refresh until no cell is queued or running")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
+    p.set_defaults(func=cmd_status)
     for name, helptext in (("compare", "compare two runs cell by cell, metric by metric"),
                            ("gate", "gate a run against a committed baseline; non-zero exit on a regression")):
         p = sub.add_parser(name, help=helptext)
@@ -459,14 +599,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and (args.retry_failed or args.rerun_changed) and not args.resume:
         console.print("ctbench run: error: --retry-failed and --rerun-changed go with --resume")
         return 2
+    from suite.executors import ExecutorConfigError, import_plugins
     from suite.runner import ResumeMismatch, RunStoreError
+
+    import_plugins()
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             return args.func(args)
-    except (UsageError, SpecError, UnknownNameError, ResumeMismatch, RunStoreError, RecordsError) as exc:
+    except (UsageError, SpecError, UnknownNameError, ResumeMismatch, RunStoreError, RecordsError,
+            ExecutorConfigError) as exc:
         console.print(f"ctbench {args.command}: error: {exc}")
         return 2
     except KeyboardInterrupt:

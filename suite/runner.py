@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from suite.backends import get_backend
+from suite.checkpoint import CheckpointPolicy
 from suite.engine import ScalerExhausted
 from suite.measure import PeakMemory, capture_env, device_class, torch_build
 from suite.precision import get_precision, tf32_mode
@@ -45,8 +46,8 @@ from suite.records import (
 from suite.spec import Cell
 from suite.tasks import CellContext, CellTimeout, NonFiniteResult, get_task
 
-__all__ = ["run_cells", "run_cell", "RunSummary", "new_run_id", "plan_resume", "ResumeMismatch", "cell_inputs",
-           "unsupported_reason", "RunStoreError"]
+__all__ = ["run_cells", "run_cell", "record_header", "checkpoint_policy", "RunSummary", "new_run_id", "plan_resume",
+           "ResumeMismatch", "cell_inputs", "unsupported_reason", "RunStoreError"]
 
 # Which statuses a resume runs again: `error` always (a bug or bad data, worth another try once fixed);
 # the findings and resource failures only when asked (`retry_failed`).
@@ -153,8 +154,20 @@ def cell_inputs(cell: Cell) -> dict[str, str]:
     return {**identity, "device_class": device_class(cell.device), "torch": torch_build()}
 
 
-def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_dir: Path | None = None) -> dict:
-    """Run one cell in this process; return the record's outcome fields (never raises for cell failures)."""
+def checkpoint_policy(cell: Cell, run_dir: Path, every: int) -> CheckpointPolicy:
+    """The cell's checkpoint file in the run directory (training cells use it; others never write one)."""
+    return CheckpointPolicy(path=run_dir / "checkpoints" / f"{_artifact_prefix(cell)}.pt", every=every,
+                            identity={"cell_id": cell.cell_id, "spec_hash": cell.spec_hash, "torch": torch_build()})
+
+
+def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_dir: Path | None = None,
+             checkpoint_every: int | None = None) -> dict:
+    """Run one cell in this process; return the record's outcome fields (never raises for cell failures).
+
+    With `checkpoint_every` (and a run directory) a training cell saves a checkpoint every that many
+    iterations (0: only when the job is asked to stop) and starts from one it finds; the checkpoint is
+    removed once the cell has an outcome. `CellPreempted` and KeyboardInterrupt propagate (no outcome).
+    """
     backend = get_backend(cell.backend)
     task = get_task(cell.task)
     outcome: dict = {"metrics": {}, "timing": {}, "memory": {}, "stats": {}, "extra": {}, "artifacts": {},
@@ -173,6 +186,8 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
         deadline=time.monotonic() + cell.timeout_s if cell.timeout_s else None, progress=progress,
         run_dir=run_dir, artifact_prefix=_artifact_prefix(cell),
     )
+    if run_dir is not None and checkpoint_every is not None:
+        ctx.checkpoint = checkpoint_policy(cell, run_dir, checkpoint_every)
     ctx.extra["precision_policy"] = solver.precision_policy
     torch.manual_seed(cell.seed)  # for code outside our control; tasks use ctx.generator()
     started = time.perf_counter()
@@ -191,10 +206,24 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
     finally:
         if device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if ctx.checkpoint is not None:
+        ctx.checkpoint.discard()  # the cell has its outcome: a later run must not continue a finished one
     outcome["timing"] = {**ctx.timing, "total_s": time.perf_counter() - started}
     outcome["memory"] = memory.read()
     outcome["stats"], outcome["extra"], outcome["artifacts"] = ctx.stats, ctx.extra, ctx.artifacts
     return {**outcome, "status": status.value, "reason": reason}
+
+
+def record_header(cell: Cell, run_id: str, inputs: dict, env: dict) -> dict:
+    """Every record field that is known before the cell runs (the outcome fields come from `run_cell`)."""
+    return {
+        "schema": SCHEMA, "run_id": run_id, "cell_id": cell.cell_id, "task": cell.task,
+        "variant": cell.variant, "backend": cell.backend, "method": cell.method, "steps": cell.steps,
+        "precision": cell.precision, "scaling": cell.scaling, "seed": cell.seed, "profile": cell.profile,
+        "device": cell.device, "spec_hash": cell.spec_hash,
+        "spec": {"path": cell.spec_path, "sha256": cell.spec_sha256},
+        "inputs": inputs, "params": cell.params.model_dump(mode="json"), "env": env,
+    }
 
 
 @dataclass
@@ -266,6 +295,7 @@ def run_cells(
     reporter: Callable | None = None,
     retry_failed: bool = False,
     rerun_changed: bool = False,
+    checkpoint_every: int | None = None,
 ) -> RunSummary:
     """Run the cells, appending one record each to out_dir/records.jsonl as soon as it ends.
 
@@ -297,19 +327,13 @@ def run_cells(
             key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
             if key not in inputs_cache:
                 inputs_cache[key] = cell_inputs(cell)
-            outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir)
+            outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir,
+                               checkpoint_every=checkpoint_every)
             env_key = f"{cell.device}/{cell.backend}"
             if env_key not in env_cache:
                 env_cache[env_key] = capture_env(cell.device, get_backend(cell.backend).versions())
-            record = {
-                "schema": SCHEMA, "run_id": run_id, "cell_id": cell.cell_id, "task": cell.task,
-                "variant": cell.variant, "backend": cell.backend, "method": cell.method, "steps": cell.steps,
-                "precision": cell.precision, "scaling": cell.scaling, "seed": cell.seed, "profile": cell.profile,
-                "device": cell.device, "spec_hash": cell.spec_hash, "started_at": started_at,
-                "spec": {"path": cell.spec_path, "sha256": cell.spec_sha256},
-                "inputs": inputs_cache[key], "params": cell.params.model_dump(mode="json"),
-                "env": env_cache[env_key], **outcome,
-            }
+            record = {**record_header(cell, run_id, inputs_cache[key], env_cache[env_key]), "started_at": started_at,
+                      **outcome}
             try:
                 store.append(record)
             except RecordsWriteError as exc:

@@ -51,6 +51,15 @@ class AbstractSolver:
         """How a gradient comparison names this solver's estimator (the SDE backends say dto-em, otd-naive, ...)."""
         return f"{type(self).__name__} ({self.method}, {self.precision.name})"
 
+    def state_dict(self) -> dict:
+        """What the solver learns across solves (the engine's adjoint scaler), for training checkpoints."""
+        scaler = getattr(self, "scaler", None)
+        return {"scaler": scaler.state_dict()} if hasattr(scaler, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+
     @property
     def sde_type(self) -> str | None:
         """'ito' or 'stratonovich': which SDE the cell's method solves (None for ODE-only solvers)."""

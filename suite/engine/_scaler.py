@@ -57,6 +57,13 @@ class AdjointScaler:
         self._target: torch.Tensor | None = None  # learned E, a device tensor kept across solves
         self._profile: torch.Tensor | None = None  # E accepted at each step last time (same grid size)
 
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """The learned state (E and the per-step profile), for a training checkpoint."""
+        return {"target": self._target, "profile": self._profile}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | None]) -> None:
+        self._target, self._profile = state["target"], state["profile"]
+
     @property
     def headroom(self) -> float | None:
         """The learned headroom (top - E), read from the device (a host sync; for records, not for loops)."""

@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from suite.backends import AbstractSolver
+from suite.checkpoint import CheckpointPolicy
 from suite.gate import Rule
 from suite.precision import Precision
 from suite.registry import Registry
@@ -68,6 +69,7 @@ class CellContext:
     artifact_prefix: str = "cell"
     on_overflow: str = "fail"
     artifacts: dict[str, str] = field(default_factory=dict)
+    checkpoint: CheckpointPolicy | None = None  # training cells save/restore through it (suite.checkpoint)
 
     def artifact_path(self, name: str, suffix: str) -> Path | None:
         """Where to write an artifact (samples, a density grid) that the report draws; None without a run dir.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from suite.measure import Stopwatch
+from suite.checkpoint import PREEMPTION, CellPreempted, capture_state, restore_state, rng_state, set_rng_state
+from suite.measure import Stopwatch, synchronize
 
 __all__ = [
     "IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver", "TrainingLoop",
@@ -93,12 +96,19 @@ class TrainingLoop:
     one), a finite-loss check that names the iteration, a timed scaled backward, optional unscale + grad-norm
     clip, the optimizer step through the cell's GradScaler, `after_step` (schedules, clamps), then the
     per-iteration CUDA peak; `on_iteration_end(it)` runs outside the timed region (validation).
+
+    Checkpoints (when the cell has a policy, `ctx.checkpoint`): `state` names the task's objects that the
+    next iteration depends on (model, schedules, data generators, lists/dicts of results so far); the loop
+    adds its optimizer, GradScaler, the solver's learned scaler, every RNG and its own counters and timing
+    samples. A restored cell continues at the saved iteration with the same numbers it would have had.
     """
 
     MAX_CONSECUTIVE_SKIPS = 20
 
-    def __init__(self, ctx, optimizer, grad_clip: float | None = None, after_step=None, on_iteration_end=None):
+    def __init__(self, ctx, optimizer, grad_clip: float | None = None, after_step=None, on_iteration_end=None,
+                 state: dict[str, Any] | None = None):
         self.ctx, self.optimizer = ctx, optimizer
+        self.state = dict(state or {})
         self.grad_clip, self.after_step, self.on_iteration_end = grad_clip, after_step, on_iteration_end
         self.scaler = ctx.solver.grad_scaler(ctx.device)
         self.watch = Stopwatch(ctx.device)
@@ -165,20 +175,75 @@ class TrainingLoop:
             raise NonFiniteResult(f"{self.consecutive_skips} consecutive optimizer steps skipped for non-finite "
                                   f"gradients (at iteration {it})")
 
+    def _objects(self) -> dict[str, Any]:
+        return {**self.state, "optimizer": self.optimizer, "grad_scaler": self.scaler, "solver": self.ctx.solver}
+
+    def _checkpoint(self, iterations_done: int, train_s: float) -> None:
+        counters = {"saved_mib": self.saved_mib, "skipped": self.skipped, "consecutive_skips": self.consecutive_skips,
+                    "retries": self.retries, "peak": self.peak.peak}
+        self.ctx.checkpoint.save({
+            "iteration": iterations_done, "train_s": train_s, "samples": self.watch.samples, "counters": counters,
+            "rng": rng_state(), "objects": {k: capture_state(v) for k, v in self._objects().items()},
+            "restores": self.ctx.extra.get("checkpoint", {}).get("restores", 0),
+        })
+
+    def _restore(self) -> tuple[int, float]:
+        """Load this cell's checkpoint if there is one: (first iteration to run, training seconds so far)."""
+        policy = self.ctx.checkpoint
+        if policy is None:
+            return 0, 0.0
+        started = time.perf_counter()
+        payload = policy.load()
+        if payload is None:
+            return 0, 0.0
+        objects = self._objects()
+        missing = sorted(set(payload["objects"]) ^ set(objects))
+        if missing:
+            raise RuntimeError(f"checkpoint {policy.path} does not match this task's state (differs in "
+                               f"{', '.join(missing)}); delete it to start the cell again")
+        for name, obj in objects.items():
+            restore_state(obj, payload["objects"][name])
+        set_rng_state(payload["rng"])
+        self.watch.samples = payload["samples"]
+        counters = payload["counters"]
+        self.saved_mib, self.skipped = counters["saved_mib"], counters["skipped"]
+        self.consecutive_skips, self.retries, self.peak.peak = (
+            counters["consecutive_skips"], counters["retries"], counters["peak"])
+        synchronize(self.ctx.device)
+        restore_s = time.perf_counter() - started
+        info = self.ctx.extra.setdefault("checkpoint", {"restores": payload["restores"], "restored_at": [],
+                                                        "restore_s": 0.0})
+        info["restores"] += 1
+        info["restored_at"].append(payload["iteration"])
+        info["restore_s"] += restore_s
+        self.ctx.timing["restore_s"] = info["restore_s"]
+        if self.ctx.deadline is not None:
+            self.ctx.deadline -= payload["train_s"]  # the budget counts the attempts before this one
+        return payload["iteration"], payload["train_s"]
+
     def run(self, iterations: int, make_forward: Callable[[int], Callable[[], torch.Tensor]]) -> dict[str, float]:
-        """Run the iterations; return fwd_s, bwd_s, iter_s (medians), total_s, iters_done,
-        saved_for_backward_mib, and peak_mem_gib on CUDA (a CPU has no per-cell allocator peak)."""
-        total = Stopwatch(self.ctx.device)
-        with total("total_s"):
-            for it in range(iterations):
-                self.ctx.check_deadline()
-                self._iteration(it, make_forward(it))
-                if self.on_iteration_end is not None:
-                    self.on_iteration_end(it)
-                self.ctx.report_progress(0.9 * (it + 1) / iterations)
+        """Run the iterations (from a checkpoint when there is one); return fwd_s, bwd_s, iter_s (medians),
+        total_s (training time, without checkpoint saves and restores), iters_done, saved_for_backward_mib,
+        and peak_mem_gib on CUDA (a CPU has no per-cell allocator peak)."""
+        first, train_s = self._restore()
+        policy = self.ctx.checkpoint
+        for it in range(first, iterations):
+            synchronize(self.ctx.device)
+            started = time.perf_counter()
+            self.ctx.check_deadline()
+            self._iteration(it, make_forward(it))
+            if self.on_iteration_end is not None:
+                self.on_iteration_end(it)
+            synchronize(self.ctx.device)
+            train_s += time.perf_counter() - started
+            self.ctx.report_progress(0.9 * (it + 1) / iterations)
+            if policy is not None and it + 1 < iterations and policy.due(it + 1):
+                self._checkpoint(it + 1, train_s)
+            if PREEMPTION.requested and policy is not None and it + 1 < iterations:
+                raise CellPreempted(f"{PREEMPTION.signal_name} after iteration {it + 1}: checkpoint saved")
         if self.ctx.solver.last_stats is not None:
             self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
-        metrics = {**self.watch.median(), "total_s": total.total()["total_s"], "iters_done": float(iterations),
+        metrics = {**self.watch.median(), "total_s": train_s, "iters_done": float(iterations),
                    "saved_for_backward_mib": self.saved_mib, "skipped_steps": float(self.skipped),
                    "scaler_retries": float(self.retries)}
         if self.ctx.device.type == "cuda":

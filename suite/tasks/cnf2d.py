@@ -86,7 +86,9 @@ class CNF2D(AbstractTask):
             x = sample_toy2d(params.dataset, params.batch, gen, dtype=master, device=device)
             return lambda: -log_density(solver, field, x, t_train, master).mean()
 
-        training = TrainingLoop(ctx, optimizer, after_step=schedule.step).run(params.iterations, make_forward)
+        training = TrainingLoop(ctx, optimizer, after_step=schedule.step,
+                                state={"field": field, "schedule": schedule, "data": gen}).run(
+            params.iterations, make_forward)
         metrics = {**self._evaluate(params, ctx, field, gen), **training}
         ctx.report_progress(1.0)
         return metrics

@@ -133,7 +133,8 @@ class OTFlowBSDS300(AbstractTask):
                     val_costs = _costs(solver, field, val[: params.val_batch], t_val, params.prior_var, master)
                 plateau.step(float(_loss(params, *val_costs)))
 
-        loop = TrainingLoop(ctx, optimizer, grad_clip=params.grad_clip, after_step=clamp, on_iteration_end=validate)
+        loop = TrainingLoop(ctx, optimizer, grad_clip=params.grad_clip, after_step=clamp, on_iteration_end=validate,
+                            state={"potential": potential, "plateau": plateau, "data": gen})
         training = loop.run(params.iterations, make_forward)
         return {**self._evaluate(params, ctx, field, val, t_val, gen), **training}
 

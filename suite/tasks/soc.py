@@ -147,7 +147,9 @@ class SOC100D(AbstractTask):
             if (it + 1) % params.val_every == 0 or it + 1 == params.iterations:
                 history.append((it + 1, self._objective(params, problem, eval_dynamics, gen, device, master)[0]))
 
-        training = TrainingLoop(ctx, optimizer, after_step=schedule.step, on_iteration_end=evaluate_now).run(
+        training = TrainingLoop(ctx, optimizer, after_step=schedule.step, on_iteration_end=evaluate_now,
+                                state={"potential": potential, "schedule": schedule, "paths": gen,
+                                       "history": history}).run(
             params.iterations, make_forward)
         objective, stderr, residual, trajectories = self._objective(
             params, problem, eval_dynamics, gen, device, master, keep=64)

@@ -117,15 +117,16 @@ class STL10(AbstractTask):
 
         input_times: list[float] = []
         curve: list[tuple[float, float]] = []
-        started = time.perf_counter()
-        order = torch.randperm(len(train_idx), generator=gen)
+        clock: dict[str, float] = {}  # the curve's time origin (moved back by the time before a checkpoint)
+        shuffle = {"order": torch.randperm(len(train_idx), generator=gen)}
 
         def make_forward(it: int):
-            nonlocal order
+            if "started" not in clock:
+                clock["started"] = time.perf_counter() - (curve[-1][0] if curve else 0.0)
             position = (it % per_epoch) * params.batch
             if it and position == 0:
-                order = torch.randperm(len(train_idx), generator=gen)
-            batch = order[position: position + params.batch].to(device)
+                shuffle["order"] = torch.randperm(len(train_idx), generator=gen)
+            batch = shuffle["order"][position: position + params.batch].to(device)
             synchronize(device)
             t0 = time.perf_counter()
             images = train_x.index_select(0, batch)
@@ -139,7 +140,7 @@ class STL10(AbstractTask):
                 with _autocast(ctx):
                     logits = model(x, solve)
                 loss = F.cross_entropy(logits.float(), labels)
-                curve.append((time.perf_counter() - started, float(loss.detach())))
+                curve.append((time.perf_counter() - clock["started"], float(loss.detach())))
                 return loss
             return forward
 
@@ -157,8 +158,10 @@ class STL10(AbstractTask):
                 if acc > best["acc"]:
                     best.update(acc=acc, state=copy.deepcopy(model.state_dict()), iteration=it + 1)
 
-        training = TrainingLoop(ctx, optimizer, after_step=after_step, on_iteration_end=validate).run(
-            iterations, make_forward)
+        state = {"model": model, "schedule": schedule, "data": gen, "shuffle": shuffle, "best": best,
+                 "curve": curve, "input_times": input_times}
+        training = TrainingLoop(ctx, optimizer, after_step=after_step, on_iteration_end=validate,
+                                state=state).run(iterations, make_forward)
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         test_idx = np.arange(len(data.test_y))

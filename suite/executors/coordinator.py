@@ -1,0 +1,291 @@
+"""The coordinator: hands cells to jobs (one process each), merges their records, and survives its own death.
+
+Every cell runs in its own job process, so a hung kernel is killed at the cell's hard limit, and a segfault,
+an exit() or an allocator failure ends that cell only. Records come back through files (suite.executors.exchange),
+merged into records.jsonl exactly once. A coordinator killed with -9 loses nothing: its local jobs' controllers
+do not die with it, so the jobs finish and write their records, and the next `ctbench collect` or `--resume`
+merges them; a resumed coordinator adopts jobs still running instead of starting their cells again.
+
+Local: at most `jobs` cells at once, and at most `cells_per_gpu` (1) per GPU, each with CUDA_VISIBLE_DEVICES
+set to its GPU. SLURM: cells become job arrays and the coordinator returns at once; `ctbench status` follows them
+and `ctbench collect` (or `--resume`) merges their records.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from suite.backends import get_backend
+from suite.executors.config import ExecutorConfig
+from suite.executors.exchange import (
+    Manifest,
+    collect,
+    failure_outcome,
+    now_iso,
+    running_marker,
+    write_cell_record,
+    write_plan,
+)
+from suite.executors.jobs import JobEnded, LocalJobs, SlurmJobs, jobs_for
+from suite.executors.worker import cell_payload
+from suite.measure import capture_env
+from suite.records import RecordStore, read_records, validate_run_id
+from suite.runner import RunSummary, cell_inputs, plan_resume, record_header, run_cell, unsupported_reason
+from suite.spec import Cell
+from suite.tasks import get_task
+
+__all__ = ["Coordinator", "reconcile", "ReconcileResult", "plugin_imports"]
+
+POLL_S = 0.25
+
+
+def plugin_imports(cell: Cell) -> list[str]:
+    """Modules a worker must import to find the cell's task and backend (plug-ins outside ctbench)."""
+    modules = {type(get_task(cell.task)).__module__, type(get_backend(cell.backend)).__module__}
+    env = [m for m in os.environ.get("CTBENCH_PLUGINS", "").split(",") if m]
+    return sorted({m for m in modules if not m.startswith("suite.")} | set(env))
+
+
+@dataclass
+class ReconcileResult:
+    """What the run directory says about submissions made before (by this or a dead coordinator)."""
+
+    merged: list[dict] = field(default_factory=list)
+    in_flight: dict[str, dict] = field(default_factory=dict)  # cell id → manifest entry of a live job
+    failed: list[dict] = field(default_factory=list)  # records written now for jobs that ended without one
+
+
+def reconcile(out_dir: Path, config: ExecutorConfig, live: set[str] = frozenset()) -> ReconcileResult:
+    """Merge waiting records; record jobs that ended without a record; list jobs still queued or running.
+
+    `live`: submission ids this process is watching itself (not judged here). The caller holds the lock.
+    """
+    result = ReconcileResult(merged=collect(out_dir).merged)
+    store = out_dir / "records.jsonl"
+    recorded = {r.get("record_id") for r in read_records(store)} if store.exists() else set()
+    engines: dict[str, Any] = {}
+    for entry in Manifest(out_dir).latest_by_cell().values():
+        if entry["submission"] in recorded or entry["submission"] in live:
+            continue
+        engine = engines.setdefault(entry["executor"], jobs_for(entry["executor"], out_dir, config))
+        state = engine.state(entry)
+        if state != "ended":
+            result.in_flight[entry["cell_id"]] = entry
+            continue
+        if any(path.name.endswith(f".{entry['submission']}.record.json")
+               for path in (out_dir / "cells").glob("*.record.json")):
+            continue  # written between collect and now: the next collect merges it
+        result.failed.append(_record_failure(out_dir, entry, engine.ended(entry)))
+    result.merged += collect(out_dir).merged
+    return result
+
+
+def _record_failure(out_dir: Path, entry: dict, ended: JobEnded) -> dict:
+    record = {**entry["header"], "started_at": entry["submitted_at"],
+              **failure_outcome(ended.status, ended.reason, ended.detail),
+              "record_id": entry["submission"], "executor": {**entry["executor_info"], "job_id": entry["job_id"]}}
+    write_cell_record(out_dir, record)
+    marker = running_marker(out_dir, entry["cell_id"])
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        pass
+    return record
+
+
+@dataclass
+class _Running:
+    cell: Cell
+    entry: dict
+    job: Any | None  # a submitit job; None for one adopted from an earlier coordinator
+    gpu: int | None
+
+
+class Coordinator:
+    """Runs a matrix through a job engine (local or SLURM); the caller holds the run directory's lock."""
+
+    def __init__(self, config: ExecutorConfig, out_dir: Path, run_id: str, reporter=None) -> None:
+        validate_run_id(run_id)
+        self.config, self.out_dir, self.run_id, self.reporter = config, out_dir, run_id, reporter
+        self.kind = config.executor
+        self.engine = jobs_for(self.kind, out_dir, config)
+        self.manifest = Manifest(out_dir)
+        self.summary = RunSummary(run_id=run_id, out_dir=out_dir)
+        self.inputs_cache: dict[str, dict] = {}
+        self.env_cache: dict[str, dict] = {}
+
+    # ------------------------------------------------------------ shared
+    def _header(self, cell: Cell) -> dict:
+        key = f"{cell.task}|{cell.device}|{cell.params.model_dump_json()}"
+        if key not in self.inputs_cache:
+            self.inputs_cache[key] = cell_inputs(cell)
+        env_key = f"{cell.device}/{cell.backend}"
+        if env_key not in self.env_cache:
+            self.env_cache[env_key] = capture_env("cpu", get_backend(cell.backend).versions())
+        return record_header(cell, self.run_id, self.inputs_cache[key], self.env_cache[env_key])
+
+    def _payload(self, cell: Cell, submission: str, info: dict) -> dict:
+        return {"cell": cell_payload(cell), "run_id": self.run_id, "out_dir": str(self.out_dir.resolve()),
+                "submission": submission, "checkpoint_every": self.config.checkpoint_every,
+                "imports": plugin_imports(cell), "threads": info.get("threads"), "executor": info}
+
+    def _entry(self, cell: Cell, submission: str, job_fields: dict, info: dict) -> dict:
+        return {"submission": submission, "cell_id": cell.cell_id, "executor": self.kind, "submitted_at": now_iso(),
+                "timeout_s": cell.timeout_s, "hard_limit_s": self.config.hard_limit_s(cell.timeout_s),
+                "executor_info": info, "header": self._header(cell), **job_fields}
+
+    def _finished(self, cell: Cell | None, record: dict) -> None:
+        self.summary.counts[record["status"]] += 1
+        if self.reporter and cell is not None:
+            self.reporter.cell_finished(cell, record)
+
+    def _record_unsupported(self, cell: Cell, reason: str) -> None:
+        """Cells that cannot run here are decided without a process, exactly as in-process."""
+        outcome = run_cell(cell)  # returns at once with the unsupported outcome
+        record = {**self._header(cell), "started_at": now_iso(), **outcome, "record_id": uuid.uuid4().hex,
+                  "executor": {"kind": self.kind}}
+        RecordStore(self.out_dir / "records.jsonl").append(record)
+        self._finished(cell, record)
+
+    def plan(self, cells: list[Cell], resume: bool, retry_failed: bool, rerun_changed: bool
+             ) -> tuple[list[Cell], dict[str, dict]]:
+        """(cells to submit, live jobs of earlier submissions to adopt: cell id → manifest entry)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        adopted: dict[str, dict] = {}
+        store = RecordStore(self.out_dir / "records.jsonl")
+        todo = cells
+        if resume:
+            if store.path.exists():
+                store.prepare_for_append()
+            state = reconcile(self.out_dir, self.config)
+            wanted = {c.cell_id for c in cells}
+            adopted = {k: v for k, v in state.in_flight.items() if k in wanted}
+            previous = read_records(store.path) if store.path.exists() else []
+            plan = plan_resume([c for c in cells if c.cell_id not in adopted], previous, retry_failed=retry_failed,
+                               rerun_changed=rerun_changed)
+            todo, self.summary.kept = plan.todo, plan.kept
+            if previous:
+                self.run_id = self.summary.run_id = previous[0]["run_id"]
+        self.summary.skipped = len(cells) - len(todo) - len(adopted)
+        return todo, adopted
+
+    # ------------------------------------------------------------ run
+    def run(self, cells: list[Cell], resume: bool = False, retry_failed: bool = False,
+            rerun_changed: bool = False) -> RunSummary:
+        todo, adopted = self.plan(cells, resume, retry_failed, rerun_changed)
+        write_plan(self.out_dir, self.run_id, self.kind, [c.cell_id for c in todo] + list(adopted))
+        if self.reporter:
+            self.reporter.start(len(todo) + len(adopted), self.summary.skipped, self.summary.kept)
+            for cell_id in adopted:
+                self.reporter.note(f"adopted: {cell_id} is still running in job {adopted[cell_id]['job_id']} "
+                                   "(started by an earlier coordinator); its record will be merged")
+        runnable = []
+        for cell in todo:
+            reason = unsupported_reason(cell)
+            if reason:
+                self._record_unsupported(cell, reason)
+            else:
+                runnable.append(cell)
+        try:
+            if isinstance(self.engine, SlurmJobs):
+                self._submit_slurm(runnable)
+            else:
+                by_id = {c.cell_id: c for c in cells}
+                self._run_local(runnable, {by_id[k]: v for k, v in adopted.items()})
+        finally:
+            if self.reporter:
+                self.reporter.finish(self.summary)
+        return self.summary
+
+    # ------------------------------------------------------------ SLURM: submit and return
+    def _submit_slurm(self, cells: list[Cell]) -> None:
+        assert isinstance(self.engine, SlurmJobs)
+        groups: dict[tuple[str, int], list[Cell]] = {}
+        for cell in cells:
+            groups.setdefault((cell.device, self.config.slurm_time_min(cell.timeout_s)), []).append(cell)
+        for (device, _), group in groups.items():
+            info = {"kind": "slurm", "gpus": self.config.slurm.gpus_per_task if device == "cuda" else 0}
+            submissions = [uuid.uuid4().hex for _ in group]
+            payloads = [self._payload(c, s, info) for c, s in zip(group, submissions, strict=True)]
+            jobs, fields = self.engine.submit_array(device, group[0].timeout_s, payloads)
+            for cell, submission, job in zip(group, submissions, jobs, strict=True):
+                self.manifest.append(self._entry(cell, submission, {**fields, "job_id": job.job_id}, info))
+                self.summary.counts["submitted"] += 1
+                if self.reporter:
+                    self.reporter.note(f"submitted: {cell.cell_id} → SLURM job {job.job_id}")
+
+    # ------------------------------------------------------------ local: run to the end
+    def _gpus(self) -> list[int]:
+        if self.config.local.gpus is not None:
+            return list(self.config.local.gpus)
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+    def _threads(self) -> int:
+        local = self.config.local
+        return local.threads_per_cell or max(1, (os.cpu_count() or 1) // local.jobs)
+
+    def _run_local(self, todo: list[Cell], adopted: dict[Cell, dict]) -> None:
+        assert isinstance(self.engine, LocalJobs)
+        local = self.config.local
+        gpus = self._gpus()
+        load: Counter = Counter()
+        running: dict[str, _Running] = {}  # submission id → running cell
+        for cell, entry in adopted.items():
+            running[entry["submission"]] = _Running(cell, entry, None, entry["executor_info"].get("gpu"))
+        pending = list(todo)
+        try:
+            while pending or running:
+                for cell in list(pending):
+                    if len(running) >= local.jobs:
+                        break
+                    gpu = None
+                    if cell.device == "cuda":
+                        free = [g for g in gpus if load[g] < local.cells_per_gpu]
+                        if not free:
+                            continue
+                        gpu = min(free, key=lambda g: load[g])
+                    pending.remove(cell)
+                    running_one = self._submit_local(cell, gpu)
+                    running[running_one.entry["submission"]] = running_one
+                    if gpu is not None:
+                        load[gpu] += 1
+                time.sleep(POLL_S)
+                ended = [s for s, r in running.items() if self.engine.state(r.entry, r.job) == "ended"]
+                if not ended:
+                    continue
+                state = reconcile(self.out_dir, self.config, live=set(running) - set(ended))
+                merged = state.merged
+                for submission in set(ended) - {r.get("record_id") for r in merged}:
+                    r = running[submission]  # ended, but superseded in the manifest: judged here
+                    _record_failure(self.out_dir, r.entry, self.engine.ended(r.entry))
+                    merged += collect(self.out_dir).merged
+                for record in merged:
+                    done = running.pop(record.get("record_id"), None)
+                    if done is not None and done.gpu is not None:
+                        load[done.gpu] -= 1
+                    self._finished(done.cell if done else None, record)
+        except BaseException:
+            for r in running.values():
+                if r.job is not None:
+                    self.engine.cancel(r.job)
+            raise
+
+    def _submit_local(self, cell: Cell, gpu: int | None) -> _Running:
+        submission = uuid.uuid4().hex
+        info = {"kind": "local", "threads": self._threads() if cell.device == "cpu" else None, "gpu": gpu,
+                "cells_per_gpu": self.config.local.cells_per_gpu if gpu is not None else None,
+                "shared_gpu": gpu is not None and self.config.local.cells_per_gpu > 1}
+        job, fields = self.engine.submit(self._payload(cell, submission, info), cell.timeout_s, gpu)
+        entry = self._entry(cell, submission, fields, info)
+        self.manifest.append(entry)
+        if self.reporter:
+            self.reporter.cell_started(cell)
+        return _Running(cell, entry, job, gpu)

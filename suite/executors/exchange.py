@@ -1,0 +1,174 @@
+"""How cells running in other processes hand their records to the run directory, exactly once.
+
+Jobs never write `records.jsonl`. Each writes its record to its own file, atomically (write, fsync, rename):
+
+    <run>/cells/<cell>.<submission>.record.json   a finished cell's record, waiting to be merged
+    <run>/cells/<cell>.running.json               the cell's worker: pid, host, job id, progress
+    <run>/jobs/manifest.jsonl                     one line per submission (the coordinator's)
+
+`collect` (the coordinator, or `ctbench collect` after it is gone) appends every waiting record to
+`records.jsonl` whose `record_id` (the submission id) is not there yet, then deletes the file: a crash between
+the two leaves a file whose record is already merged, which the next collect only deletes. The caller holds
+the run directory's lock.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.records import RecordStore, _json_safe, _record_problem, read_records
+
+__all__ = ["cell_key", "write_json_atomic", "write_cell_record", "pending_records", "collect", "CollectResult",
+           "Manifest", "running_marker", "read_marker", "now_iso", "failure_outcome", "write_plan", "read_plan",
+           "this_host"]
+
+CELLS = "cells"
+JOBS = "jobs"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def cell_key(cell_id: str) -> str:
+    """A file-name-safe, collision-free name for a cell id."""
+    readable = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell_id)[:150]
+    return f"{readable}-{hashlib.sha256(cell_id.encode()).hexdigest()[:8]}"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = json.dumps(_json_safe(obj), sort_keys=True, allow_nan=False).encode()
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_cell_record(out_dir: Path, record: dict) -> Path:
+    path = out_dir / CELLS / f"{cell_key(record['cell_id'])}.{record['record_id']}.record.json"
+    write_json_atomic(path, record)
+    return path
+
+
+def running_marker(out_dir: Path, cell_id: str) -> Path:
+    return out_dir / CELLS / f"{cell_key(cell_id)}.running.json"
+
+
+def read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pending_records(out_dir: Path) -> list[tuple[Path, dict]]:
+    """Records written by jobs and not merged yet (oldest first). A damaged file is set aside, with a warning."""
+    found = []
+    for path in sorted((out_dir / CELLS).glob("*.record.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            record = json.loads(path.read_text())
+            problem = _record_problem(record) or (None if isinstance(record.get("record_id"), str)
+                                                  else "no record_id")
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        if problem:
+            bad = path.with_suffix(".bad")
+            os.replace(path, bad)
+            warnings.warn(f"{path}: not a cell record ({problem}); moved to {bad.name}", stacklevel=2)
+            continue
+        found.append((path, record))
+    return found
+
+
+@dataclass
+class CollectResult:
+    merged: list[dict] = field(default_factory=list)  # newly appended to records.jsonl
+    duplicates: int = 0  # waiting files whose record was already merged (an interrupted earlier collect)
+
+
+def collect(out_dir: Path) -> CollectResult:
+    """Merge waiting cell records into records.jsonl, each exactly once (idempotent)."""
+    result = CollectResult()
+    waiting = pending_records(out_dir)
+    if not waiting:
+        return result
+    store = RecordStore(out_dir / "records.jsonl")
+    if store.path.exists():
+        store.prepare_for_append()
+        merged_ids = {r.get("record_id") for r in read_records(store.path)}
+    else:
+        merged_ids = set()
+    for path, record in waiting:
+        if record["record_id"] in merged_ids:
+            result.duplicates += 1
+        else:
+            store.append(record)
+            merged_ids.add(record["record_id"])
+            result.merged.append(record)
+        path.unlink()
+    return result
+
+
+def failure_outcome(status: str, reason: str, detail: str | None = None) -> dict:
+    """The outcome fields of a cell whose process ended without writing its own record."""
+    return {"status": status, "reason": reason, "metrics": {}, "timing": {}, "memory": {}, "stats": {},
+            "extra": {}, "artifacts": {}, "traceback": detail}
+
+
+class Manifest:
+    """Append-only list of submissions: which cell went to which job (status and collect read it)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / JOBS / "manifest.jsonl"
+
+    def append(self, entry: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(_json_safe(entry), sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut off by a kill: that submission's job is found by its record or not at all
+        return out
+
+    def latest_by_cell(self) -> dict[str, dict]:
+        latest: dict[str, dict] = {}
+        for entry in self.entries():
+            latest[entry["cell_id"]] = entry
+        return latest
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def write_plan(out_dir: Path, run_id: str, executor: str, cell_ids: list[str]) -> None:
+    """The cells a coordinator is about to run (status shows those not submitted yet as queued)."""
+    write_json_atomic(out_dir / JOBS / "plan.json", {"run_id": run_id, "executor": executor, "cells": cell_ids,
+                                                     "pid": os.getpid(), "host": this_host(), "started_at": now_iso()})
+
+
+def read_plan(out_dir: Path) -> dict | None:
+    return read_marker(out_dir / JOBS / "plan.json")

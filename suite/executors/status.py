@@ -1,0 +1,135 @@
+"""`ctbench status RUN`: each cell of a run (queued, running, done: status), read-only, for any executor.
+
+What it reads: records.jsonl (merged), cells/*.record.json (finished, not merged yet), cells/*.running.json
+(the worker's progress) and jobs/manifest.jsonl with the job engine's view (a live pid here, sacct on SLURM).
+It never writes, so it is safe next to a live coordinator.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite.executors.config import ExecutorConfig
+from suite.executors.exchange import Manifest, read_marker, read_plan, running_marker, this_host
+from suite.executors.jobs import jobs_for
+from suite.records import RecordsError, latest_by_cell, read_records
+
+__all__ = ["CellStatus", "run_status"]
+
+
+@dataclass
+class CellStatus:
+    cell_id: str
+    state: str  # queued | running | done | ended (no record yet: `ctbench collect` records why) | unknown
+    status: str = ""  # the record's status when done
+    job: str = ""
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"done: {self.status}" if self.state == "done" else self.state
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        started = _dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return ""
+    seconds = int((_dt.datetime.now(_dt.UTC) - started).total_seconds())
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[CellStatus]:
+    """One line per cell the run knows of (recorded, waiting to be merged, or submitted)."""
+    config = config or ExecutorConfig()
+    if not out_dir.is_dir():
+        raise RecordsError(f"{out_dir}: no such run directory")
+    store = out_dir / "records.jsonl"
+    records = read_records(store) if store.exists() else []
+    merged = latest_by_cell(records)
+    merged_ids = {r.get("record_id") for r in records}
+    waiting = {r["cell_id"]: r for _, r in pending_records_readonly(out_dir)}
+    manifest = Manifest(out_dir).latest_by_cell()
+    if not (records or waiting or manifest or read_plan(out_dir)):
+        raise RecordsError(f"{out_dir}: not a ctbench run directory (no records.jsonl, no submitted jobs)")
+    engines: dict[str, object] = {}
+    rows: dict[str, CellStatus] = {}
+    for cell_id, record in merged.items():
+        rows[cell_id] = CellStatus(cell_id, "done", record["status"], detail=record.get("reason", ""))
+    for cell_id, entry in manifest.items():
+        job = f"{entry['executor']}:{entry['job_id']}"
+        if cell_id in waiting and waiting[cell_id].get("record_id") == entry["submission"]:
+            r = waiting[cell_id]
+            rows[cell_id] = CellStatus(cell_id, "done", r["status"], job, "finished; not merged yet "
+                                       "(the coordinator or `ctbench collect` merges it)")
+            continue
+        if entry["submission"] in merged_ids:
+            rows[cell_id].job = job
+            continue
+        engine = engines.setdefault(entry["executor"], jobs_for(entry["executor"], out_dir, config))
+        try:
+            state = engine.state(entry)
+        except Exception as exc:  # noqa: BLE001 — sacct missing or failing: say so, keep the other rows
+            state, detail = "unknown", f"cannot query the job ({type(exc).__name__}: {exc})"
+        else:
+            detail = ""
+        marker = read_marker(running_marker(out_dir, cell_id)) or {}
+        if state == "running" or (state in ("elsewhere", "unknown") and marker):
+            progress = marker.get("progress")
+            detail = detail or ", ".join(filter(None, [
+                f"{100 * progress:.0f}%" if isinstance(progress, (int, float)) else "",
+                f"for {_age(marker.get('started_at'))}" if marker.get("started_at") else "",
+                f"attempt {marker['attempt']}" if marker.get("attempt", 1) > 1 else "",
+                marker.get("state") if marker.get("state") not in (None, "running") else "",
+            ]))
+            rows[cell_id] = CellStatus(cell_id, "running" if state != "unknown" else "unknown", job=job, detail=detail)
+        elif state == "queued":
+            rows[cell_id] = CellStatus(cell_id, "queued", job=job,
+                                       detail=f"submitted {_age(entry['submitted_at'])} ago")
+        elif state == "ended":
+            rows[cell_id] = CellStatus(cell_id, "ended", job=job,
+                                       detail="the job ended without a merged record: `ctbench collect` records why")
+        else:
+            rows[cell_id] = CellStatus(cell_id, state, job=job, detail=detail)
+    plan = read_plan(out_dir)
+    if plan:
+        alive = plan.get("host") == this_host() and _alive(plan.get("pid"))
+        for cell_id in plan.get("cells", []):
+            if cell_id not in rows:
+                rows[cell_id] = (CellStatus(cell_id, "queued", detail="waiting for a free slot") if alive else
+                                 CellStatus(cell_id, "not started",
+                                            detail="its coordinator is gone: `ctbench run ... --resume` runs it"))
+    return [rows[k] for k in sorted(rows)]
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pending_records_readonly(out_dir: Path) -> list[tuple[Path, dict]]:
+    """Like exchange.pending_records, without moving damaged files (status never writes)."""
+    import json
+
+    found = []
+    for path in sorted((out_dir / "cells").glob("*.record.json")):
+        try:
+            found.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return found
+

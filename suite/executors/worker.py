@@ -1,0 +1,122 @@
+"""What runs inside a job's process: one cell, its record written to its own file.
+
+The job's argument is plain JSON (the cell's fields and parameters, never pickled ctbench objects), so a
+worker needs only an importable ctbench, plus the modules that registered the cell's task and backend when
+they are plug-ins (`imports`). SIGTERM and SIGUSR2 (SLURM preemption, the time-limit warning, the local
+controller forwarding a stop) ask a training cell to checkpoint at the next iteration and requeue through
+submitit; the requeued job continues from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import submitit
+import torch
+
+from suite.checkpoint import PREEMPTION, CellPreempted
+from suite.executors.exchange import (
+    now_iso,
+    read_marker,
+    running_marker,
+    this_host,
+    write_cell_record,
+    write_json_atomic,
+)
+
+__all__ = ["CellJob", "cell_payload", "cell_from_payload", "run_payload"]
+
+
+def cell_payload(cell) -> dict:
+    fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell) if f.name != "params"}
+    return {"fields": fields, "params": cell.params.model_dump(mode="json")}
+
+
+def cell_from_payload(payload: dict):
+    from suite.spec import Cell
+    from suite.tasks import get_task
+
+    params = get_task(payload["fields"]["task"]).Params.model_validate(payload["params"])
+    return Cell(**payload["fields"], params=params)
+
+
+def _job_id() -> str:
+    return os.environ.get("SLURM_ARRAY_JOB_ID") and (
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    ) or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", str(os.getpid()))
+
+
+class _Marker:
+    """The `running` file: who runs the cell, since when, how far (written at most every 2 s)."""
+
+    def __init__(self, path: Path, base: dict) -> None:
+        self.path, self.base = path, base
+        self.last = 0.0
+        self.lock = threading.Lock()
+        self.write(0.0, force=True)
+
+    def write(self, fraction: float, force: bool = False, **extra) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 2.0:
+            return
+        self.last = now
+        with self.lock:
+            write_json_atomic(self.path, {**self.base, "progress": round(float(fraction), 4),
+                                          "updated_at": now_iso(), **extra})
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def run_payload(payload: dict) -> str:
+    """Run the payload's cell in this process; write its record file; return the file's path."""
+    from suite.backends import get_backend
+    from suite.measure import capture_env
+    from suite.runner import cell_inputs, record_header, run_cell
+
+    for module in payload.get("imports", []):
+        importlib.import_module(module)
+    if payload.get("threads"):
+        torch.set_num_threads(int(payload["threads"]))
+    cell = cell_from_payload(payload["cell"])
+    out_dir = Path(payload["out_dir"])
+    PREEMPTION.install()
+    marker_path = running_marker(out_dir, cell.cell_id)
+    previous = read_marker(marker_path) or {}
+    attempt = previous.get("attempt", 0) + 1 if previous.get("submission") == payload["submission"] else 1
+    executor = {**payload["executor"], "job_id": _job_id(), "host": this_host(), "pid": os.getpid(),
+                "submission": payload["submission"], "attempt": attempt, "threads": torch.get_num_threads()}
+    marker = _Marker(marker_path, {"cell_id": cell.cell_id, "submission": payload["submission"], "state": "running",
+                                   "started_at": now_iso(), "attempt": attempt, **executor})
+    started_at = now_iso()
+    try:
+        outcome = run_cell(cell, progress=marker.write, run_dir=out_dir, checkpoint_every=payload["checkpoint_every"])
+    except CellPreempted as exc:
+        marker.write(0.0, force=True, state="requeued", note=str(exc))
+        submitit.JobEnvironment()._requeue(0)  # local: exits with submitit's requeue code; SLURM: scontrol requeue
+        sys.exit(-1)
+    record = {
+        **record_header(cell, payload["run_id"], cell_inputs(cell),
+                        capture_env(cell.device, get_backend(cell.backend).versions())),
+        "started_at": started_at, **outcome, "record_id": payload["submission"], "executor": executor,
+    }
+    path = write_cell_record(out_dir, record)
+    marker.remove()
+    return str(path)
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The callable submitit pickles: `CellJob()(payload)`. Checkpointable, so submitit's own USR2 handling
+    (if a signal arrives before the worker installed its handlers) requeues it with the same payload."""
+
+    def __call__(self, payload: dict) -> str:
+        return run_payload(payload)

@@ -1,0 +1,196 @@
+"""The local executor with real processes: hangs are killed, crashes and OOMs stay in their cell, a coordinator
+killed with -9 loses nothing and runs nothing twice, a preempted training cell continues from its checkpoint,
+and records equal the in-process executor's. Each test starts real job processes (a few seconds each)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suite.executors import load_executor_config
+from suite.executors.coordinator import Coordinator
+from suite.executors.exchange import Manifest, collect, write_cell_record
+from suite.records import RecordStore, latest_by_cell, read_records
+from suite.runner import record_header
+from suite.spec import Cell
+from suite.tasks.stiff_rk4 import StiffParams
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+TIME_KEYS = ("time", "_s", "mem")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _plugins():
+    """Job processes import the stub backends through CTBENCH_PLUGINS, from the repository root."""
+    old = {k: os.environ.get(k) for k in ("CTBENCH_PLUGINS", "PYTHONPATH")}
+    os.environ["CTBENCH_PLUGINS"] = "tests.process_stubs"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), old["PYTHONPATH"]]))
+    import tests.process_stubs  # noqa: F401 — registers proc-* here too
+
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _cell(backend: str, timeout_s=None, seed: int = 0) -> Cell:
+    return Cell(task="stiff-rk4", variant="published", backend=backend, method="rk4", steps=39, precision="fp32",
+                scaling="none", seed=seed, profile="smoke", device="cpu", params=StiffParams(repeats=1),
+                spec_hash="t", timeout_s=timeout_s)
+
+
+def _ctbench(*args: str, cwd: Path, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "suite", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def _science(record: dict) -> dict:
+    return {k: v for k, v in record["metrics"].items() if not any(t in k for t in TIME_KEYS)}
+
+
+def test_hang_segfault_exit_and_oom_each_end_their_own_cell_only(tmp_path):
+    config = load_executor_config(None, {"executor": "local", "local.jobs": 2, "timeout_grace_s": 1.0})
+    cells = [_cell("proc-hang", timeout_s=2.0), _cell("proc-segv"), _cell("proc-ok"), _cell("proc-exit"),
+             _cell("proc-oom"), _cell("proc-ok", seed=1)]
+    started = time.monotonic()
+    summary = Coordinator(config, tmp_path, "faults").run(cells)
+    elapsed = time.monotonic() - started
+    records = {r["backend"] + f"/{r['seed']}": r for r in read_records(tmp_path)}
+    assert len(records) == 6 and summary.counts == {"ok": 2, "error": 2, "timeout": 1, "oom": 1}
+    assert records["proc-hang/0"]["status"] == "timeout"
+    assert "hard limit of 3 s" in records["proc-hang/0"]["reason"]
+    assert records["proc-segv/0"]["status"] == "error" and "SIGSEGV (signal 11)" in records["proc-segv/0"]["reason"]
+    assert records["proc-exit/0"]["status"] == "error" and "exited with code 3" in records["proc-exit/0"]["reason"]
+    assert records["proc-oom/0"]["status"] == "oom"
+    assert records["proc-ok/0"]["status"] == records["proc-ok/1"]["status"] == "ok"
+    assert records["proc-ok/1"]["executor"]["pid"] != records["proc-ok/0"]["executor"]["pid"]  # own processes
+    assert elapsed < 120  # the hang was killed, not waited for
+    assert not list((tmp_path / "cells").glob("*.json"))  # every record merged, no worker marker left
+
+
+def test_local_executor_records_equal_the_in_process_records(tmp_path):
+    """Same matrix, same numbers to the last digit (timings and memory aside), whichever executor ran it."""
+    args = ["run", "--task", "stiff-rk4", "--backend", "engine", "--variant", "published"]
+    inproc = _ctbench(*args, "--out", "a", cwd=tmp_path)
+    assert inproc.returncode == 0, inproc.stderr
+    local = _ctbench(*args, "--out", "b", "--executor", "local", "--jobs", "2", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    a, b = latest_by_cell(read_records(tmp_path / "a")), latest_by_cell(read_records(tmp_path / "b"))
+    assert a.keys() == b.keys() and len(a) >= 5
+    for cell_id in a:
+        assert a[cell_id]["status"] == b[cell_id]["status"], cell_id
+        assert _science(a[cell_id]) == _science(b[cell_id]), cell_id
+    assert {r["executor"]["kind"] for r in b.values()} == {"local"}
+
+
+def test_coordinator_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path):
+    calls = tmp_path / "calls.txt"
+    env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "4"}
+    spec = str(DATA / "executor-stiff.toml")
+    cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run"]
+    coordinator = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    manifest = Manifest(tmp_path / "run")
+    deadline = time.monotonic() + 60
+    while len(manifest.entries()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(manifest.entries()) == 2, "the coordinator did not start two jobs"
+    coordinator.kill()  # SIGKILL: no cleanup, no atexit
+    coordinator.wait()
+    status = _ctbench("status", "run", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "running" in status.stdout and "not started" in status.stdout  # two jobs live on, two never began
+    # Resume while the orphaned jobs still run: it adopts them instead of starting their cells again.
+    resumed = _ctbench("run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run", "--resume",
+                       cwd=tmp_path, env_extra=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "adopted" in resumed.stderr
+    records = read_records(tmp_path / "run")
+    assert sorted(r["seed"] for r in records) == [0, 1, 2, 3] and {r["status"] for r in records} == {"ok"}
+    assert len(calls.read_text().splitlines()) == 4  # each cell's solver ran once: nothing ran twice
+    again = _ctbench("collect", "run", cwd=tmp_path)
+    assert again.returncode == 0 and "merged 0 record(s)" in again.stderr  # idempotent
+    final = _ctbench("status", "run", cwd=tmp_path)
+    assert "4 done: ok" in final.stdout
+
+
+def test_orphaned_records_are_merged_by_collect_after_the_coordinator_died(tmp_path):
+    calls = tmp_path / "calls.txt"
+    env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "3"}
+    spec = str(DATA / "executor-stiff.toml")
+    cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run"]
+    coordinator = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    manifest = Manifest(tmp_path / "run")
+    deadline = time.monotonic() + 60
+    while len(manifest.entries()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(coordinator.pid, signal.SIGKILL)
+    coordinator.wait()
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "run" / "cells").glob("*.record.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = _ctbench("collect", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "merged 2 record(s) (2 ok)" in result.stderr
+    resumed = _ctbench("run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run", "--resume",
+                       cwd=tmp_path, env_extra=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 cell(s) already recorded" in resumed.stderr
+    assert len(read_records(tmp_path / "run")) == 4 and len(calls.read_text().splitlines()) == 4
+
+
+def test_preempted_training_cell_continues_from_its_checkpoint(tmp_path):
+    """SIGTERM to the job (what SLURM sends on preemption) → checkpoint → submitit requeue → same numbers."""
+    spec = str(DATA / "executor-cnf.toml")
+    straight = _ctbench("run", "--spec", spec, "--out", "straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--executor", "local", "--out", "run",
+           "--checkpoint-every", "10"]
+    coordinator = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 60
+    while not (checkpoints.exists() and list(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    controller = int(Manifest(tmp_path / "run").entries()[0]["job_id"])
+    os.kill(controller, signal.SIGTERM)  # the controller forwards it to the cell's process
+    _, err = coordinator.communicate(timeout=240)
+    assert coordinator.returncode == 0, err
+    (record,) = read_records(tmp_path / "run")
+    (reference,) = read_records(tmp_path / "straight")
+    assert record["status"] == "ok", record["reason"]
+    assert record["extra"]["checkpoint"]["restores"] == 1
+    assert record["executor"]["attempt"] == 2
+    assert _science(record) == _science(reference)
+    assert record["timing"]["restore_s"] > 0 and not list(checkpoints.glob("*.pt"))
+
+
+def test_collect_merges_each_record_exactly_once_even_after_a_crash(tmp_path):
+    record = {**record_header(_cell("proc-ok"), "r", {}, {}), "status": "ok", "reason": "", "metrics": {"x": 1.0},
+              "timing": {}, "memory": {}, "record_id": "sub-1"}
+    write_cell_record(tmp_path, record)
+    assert len(collect(tmp_path).merged) == 1
+    write_cell_record(tmp_path, record)  # as if the earlier collect died after appending, before deleting
+    again = collect(tmp_path)
+    assert again.merged == [] and again.duplicates == 1
+    assert len(RecordStore(tmp_path / "records.jsonl").read()) == 1
+    assert not list((tmp_path / "cells").glob("*.json"))
+
+
+def test_damaged_cell_record_is_set_aside_with_a_warning(tmp_path):
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "x.abc.record.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="not a cell record"):
+        assert collect(tmp_path).merged == []
+    assert (tmp_path / "cells" / "x.abc.record.bad").exists()
