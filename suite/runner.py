@@ -46,8 +46,8 @@ from suite.records import (
 from suite.spec import Cell
 from suite.tasks import CellContext, CellTimeout, NonFiniteResult, get_task
 
-__all__ = ["run_cells", "run_cell", "record_header", "checkpoint_policy", "RunSummary", "new_run_id", "plan_resume",
-           "ResumeMismatch", "cell_inputs", "unsupported_reason", "RunStoreError"]
+__all__ = ["NOT_KNOWABLE_HERE", "run_cells", "run_cell", "record_header", "checkpoint_policy", "RunSummary",
+           "new_run_id", "plan_resume", "ResumeMismatch", "cell_inputs", "unsupported_reason", "RunStoreError"]
 
 # Which statuses a resume runs again: `error` always (a bug or bad data, worth another try once fixed);
 # the findings and resource failures only when asked (`retry_failed`).
@@ -136,10 +136,14 @@ def _artifact_prefix(cell: Cell) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", cell.cell_id)
 
 
-def unsupported_reason(cell: Cell) -> str | None:
-    """Why the cell cannot run here, decided from declared capabilities alone (None when it can)."""
+def unsupported_reason(cell: Cell, check_device: bool = True) -> str | None:
+    """Why the cell cannot run here, decided from declared capabilities alone (None when it can).
+
+    `check_device=False`: the cell runs on another machine (a SLURM node), which decides about its device.
+    """
     task = get_task(cell.task)
-    return _device_problem(cell.device) or _precision_problem(cell) or get_backend(cell.backend).unsupported_reason(
+    device_problem = _device_problem(cell.device) if check_device else None
+    return device_problem or _precision_problem(cell) or get_backend(cell.backend).unsupported_reason(
         method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
         tuple_state=task.tuple_state, kind=task.kind,
     )
@@ -233,10 +237,14 @@ class ResumePlan:
     mismatched: list[tuple[Cell, dict, dict]] = field(default_factory=list)  # (cell, recorded, now)
 
 
+# An input the resuming machine cannot know (a SLURM login node without the compute nodes' GPUs): not compared.
+NOT_KNOWABLE_HERE = "(not knowable on this machine)"
+
+
 def _differences(recorded: dict, now: dict) -> dict[str, tuple[str, str]]:
     keys = sorted(set(recorded) | set(now))
     return {k: (recorded.get(k, "(not recorded)"), now.get(k, "(none)")) for k in keys
-            if recorded.get(k) != now.get(k)}
+            if recorded.get(k) != now.get(k) and now.get(k) != NOT_KNOWABLE_HERE}
 
 
 def plan_resume(cells: list[Cell], records: list[dict], retry_failed: bool = False, rerun_changed: bool = False,

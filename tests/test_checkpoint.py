@@ -24,10 +24,10 @@ def _cnf(precision="fp32", scaling="none", backend="engine", spec_hash="t") -> C
 
 
 def _soc() -> Cell:
-    params = SOCParams(problem="hje-2018", d=4, width=8, rank=2, iterations=6, batch=16, val_paths=32, val_every=2,
-                       val_steps=8)
-    return Cell(task="soc-100d", variant="hje-2018", backend="engine", method="euler-maruyama", steps=8, precision="fp32",
-                scaling="none", seed=0, profile="smoke", device="cpu", params=params, spec_hash="t")
+    params = SOCParams(problem="hje-2018", d=4, width=8, rank=2, iterations=6, batch=16, val_paths=32,
+                       val_every=2, val_steps=8)
+    return Cell(task="soc-100d", variant="hje-2018", backend="engine", method="euler-maruyama", steps=8,
+                precision="fp32", scaling="none", seed=0, profile="smoke", device="cpu", params=params, spec_hash="t")
 
 
 def _science(outcome: dict) -> dict:

@@ -22,14 +22,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ExecutorConfig", "ExecutorConfigError", "LocalSettings", "SlurmSettings", "load_executor_config",
-           "EXECUTOR_KINDS"]
+__all__ = ["ExecutorConfig", "ExecutorConfigError", "SlurmUnavailable", "LocalSettings", "SlurmSettings",
+           "load_executor_config", "EXECUTOR_KINDS"]
 
 EXECUTOR_KINDS = ("inprocess", "local", "slurm")
 
 
 class ExecutorConfigError(ValueError):
     """A bad executor setting (file or flag): the message names each key and what is allowed."""
+
+
+class SlurmUnavailable(ExecutorConfigError):
+    """--executor slurm on a machine without SLURM's commands."""
 
 
 class _Strict(BaseModel):

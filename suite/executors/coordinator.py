@@ -37,8 +37,8 @@ from suite.executors.exchange import (
 from suite.executors.jobs import JobEnded, LocalJobs, SlurmJobs, jobs_for
 from suite.executors.worker import cell_payload
 from suite.measure import capture_env
-from suite.records import RecordStore, read_records, validate_run_id
-from suite.runner import RunSummary, cell_inputs, plan_resume, record_header, run_cell, unsupported_reason
+from suite.records import RecordStore, Status, read_records, validate_run_id
+from suite.runner import NOT_KNOWABLE_HERE, RunSummary, cell_inputs, plan_resume, record_header, unsupported_reason
 from suite.spec import Cell
 from suite.tasks import get_task
 
@@ -71,11 +71,14 @@ def reconcile(out_dir: Path, config: ExecutorConfig, live: set[str] = frozenset(
     result = ReconcileResult(merged=collect(out_dir).merged)
     store = out_dir / "records.jsonl"
     recorded = {r.get("record_id") for r in read_records(store)} if store.exists() else set()
+    open_entries = [e for e in Manifest(out_dir).latest_by_cell().values()
+                    if e["submission"] not in recorded and e["submission"] not in live]
     engines: dict[str, Any] = {}
-    for entry in Manifest(out_dir).latest_by_cell().values():
-        if entry["submission"] in recorded or entry["submission"] in live:
-            continue
-        engine = engines.setdefault(entry["executor"], jobs_for(entry["executor"], out_dir, config))
+    for kind in {e["executor"] for e in open_entries}:
+        engines[kind] = jobs_for(kind, out_dir, config)
+        engines[kind].prefetch([e for e in open_entries if e["executor"] == kind])
+    for entry in open_entries:
+        engine = engines[entry["executor"]]
         state = engine.state(entry)
         if state != "ended":
             result.in_flight[entry["cell_id"]] = entry
@@ -149,11 +152,17 @@ class Coordinator:
 
     def _record_unsupported(self, cell: Cell, reason: str) -> None:
         """Cells that cannot run here are decided without a process, exactly as in-process."""
-        outcome = run_cell(cell)  # returns at once with the unsupported outcome
-        record = {**self._header(cell), "started_at": now_iso(), **outcome, "record_id": uuid.uuid4().hex,
-                  "executor": {"kind": self.kind}}
+        record = {**self._header(cell), "started_at": now_iso(), **failure_outcome(Status.UNSUPPORTED.value, reason),
+                  "record_id": uuid.uuid4().hex, "executor": {"kind": self.kind}}
         RecordStore(self.out_dir / "records.jsonl").append(record)
         self._finished(cell, record)
+
+    def _inputs_now(self, cell: Cell) -> dict:
+        """What resume compares; a GPU that only the cluster's nodes have is not judged from a login node."""
+        inputs = cell_inputs(cell)
+        if self.kind == "slurm" and cell.device == "cuda" and not torch.cuda.is_available():
+            inputs["device_class"] = NOT_KNOWABLE_HERE
+        return inputs
 
     def plan(self, cells: list[Cell], resume: bool, retry_failed: bool, rerun_changed: bool
              ) -> tuple[list[Cell], dict[str, dict]]:
@@ -170,7 +179,7 @@ class Coordinator:
             adopted = {k: v for k, v in state.in_flight.items() if k in wanted}
             previous = read_records(store.path) if store.path.exists() else []
             plan = plan_resume([c for c in cells if c.cell_id not in adopted], previous, retry_failed=retry_failed,
-                               rerun_changed=rerun_changed)
+                               rerun_changed=rerun_changed, inputs=self._inputs_now)
             todo, self.summary.kept = plan.todo, plan.kept
             if previous:
                 self.run_id = self.summary.run_id = previous[0]["run_id"]
@@ -189,7 +198,7 @@ class Coordinator:
                                    "(started by an earlier coordinator); its record will be merged")
         runnable = []
         for cell in todo:
-            reason = unsupported_reason(cell)
+            reason = unsupported_reason(cell, check_device=self.kind != "slurm")
             if reason:
                 self._record_unsupported(cell, reason)
             else:

@@ -20,11 +20,11 @@ import submitit
 from submitit.core.utils import JobPaths
 
 from suite.executors._controller import EXIT_SUFFIX
-from suite.executors.config import ExecutorConfig
+from suite.executors.config import ExecutorConfig, SlurmUnavailable
 from suite.executors.exchange import JOBS, this_host
 from suite.executors.worker import CellJob
 
-__all__ = ["LocalJobs", "SlurmJobs", "JobEnded", "jobs_for", "SLURM_STATES", "LOCAL_NO_LIMIT_MIN"]
+__all__ = ["LocalJobs", "SlurmJobs", "JobEnded", "SlurmUnavailable", "jobs_for", "SLURM_STATES", "LOCAL_NO_LIMIT_MIN"]
 
 LOCAL_NO_LIMIT_MIN = 7 * 24 * 60  # submitit's local executor always has a limit: a week for unbounded cells
 
@@ -133,6 +133,9 @@ class LocalJobs:
         code = info["exit_codes"][0] if info["exit_codes"] else None
         return JobEnded("error", _exit_reason(code), detail)
 
+    def prefetch(self, entries: Sequence[dict]) -> None:
+        """Nothing to ask: a local job's state is its controller's pid."""
+
     def cancel(self, job) -> None:
         job.cancel()
 
@@ -180,7 +183,11 @@ class SlurmJobs:
 
     def executor(self, device: str, timeout_s: float | None) -> submitit.SlurmExecutor:
         s = self.config.slurm
-        executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
+        try:
+            executor = submitit.SlurmExecutor(folder=self.folder, max_num_timeout=0)
+        except RuntimeError as exc:  # submitit checks for srun
+            raise SlurmUnavailable(f"--executor slurm needs SLURM's commands (srun, sbatch, sacct) on PATH: {exc} "
+                                   "Run it on the cluster's login node, or use --executor local here") from None
         params = {
             "job_name": s.job_name, "time": self.config.slurm_time_min(timeout_s), "nodes": 1, "ntasks_per_node": 1,
             "cpus_per_task": s.cpus_per_task, "array_parallelism": s.max_parallel,
@@ -208,8 +215,17 @@ class SlurmJobs:
     def job(self, entry: dict) -> submitit.SlurmJob:
         return submitit.SlurmJob(folder=Path(entry["folder"]), job_id=entry["job_id"])
 
+    def prefetch(self, entries: Sequence[dict]) -> None:
+        """One sacct call for many jobs (submitit's watcher asks for every registered job at once)."""
+        if entries:
+            for entry in entries:
+                self.job(entry)  # registers it with the shared watcher
+            submitit.SlurmJob.watcher.update()
+
     def sacct_state(self, entry: dict) -> str:
-        return (self.job(entry).state or "UNKNOWN").split()[0].upper()
+        watcher = self.job(entry).watcher
+        info = watcher.get_info(entry["job_id"], mode="cache") or watcher.get_info(entry["job_id"], mode="force")
+        return (info.get("State") or "UNKNOWN").split()[0].upper()
 
     def state(self, entry: dict, job=None) -> str:
         state = self.sacct_state(entry)

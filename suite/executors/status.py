@@ -60,6 +60,13 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
     if not (records or waiting or manifest or read_plan(out_dir)):
         raise RecordsError(f"{out_dir}: not a ctbench run directory (no records.jsonl, no submitted jobs)")
     engines: dict[str, object] = {}
+    for kind in {e["executor"] for e in manifest.values()}:
+        engines[kind] = jobs_for(kind, out_dir, config)
+        try:
+            engines[kind].prefetch([e for e in manifest.values() if e["executor"] == kind
+                                    and e["submission"] not in merged_ids])
+        except Exception:  # noqa: BLE001, S110 — each row below says what could not be queried
+            pass
     rows: dict[str, CellStatus] = {}
     for cell_id, record in merged.items():
         rows[cell_id] = CellStatus(cell_id, "done", record["status"], detail=record.get("reason", ""))
@@ -73,7 +80,7 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
         if entry["submission"] in merged_ids:
             rows[cell_id].job = job
             continue
-        engine = engines.setdefault(entry["executor"], jobs_for(entry["executor"], out_dir, config))
+        engine = engines[entry["executor"]]
         try:
             state = engine.state(entry)
         except Exception as exc:  # noqa: BLE001 — sacct missing or failing: say so, keep the other rows
