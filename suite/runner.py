@@ -32,6 +32,7 @@ import torch
 from suite.backends import get_backend
 from suite.checkpoint import CheckpointPolicy
 from suite.engine import ScalerExhausted
+from suite.executors.exchange import now_iso, running_marker, this_host, write_json_atomic, write_plan
 from suite.measure import PeakMemory, capture_env, device_class, torch_build
 from suite.precision import get_precision, tf32_mode
 from suite.records import (
@@ -327,10 +328,14 @@ def run_cells(
     inputs_cache: dict[str, dict] = {}
     if reporter:
         reporter.start(len(todo), summary.skipped, summary.kept)
+    write_plan(out_dir, run_id, "inprocess", [c.cell_id for c in todo])  # what `ctbench status` shows
     try:
         for cell in todo:
             if reporter:
                 reporter.cell_started(cell)
+            marker = running_marker(out_dir, cell.cell_id)
+            write_json_atomic(marker, {"cell_id": cell.cell_id, "pid": os.getpid(), "host": this_host(),
+                                       "started_at": now_iso(), "state": "running"})
             started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
             if key not in inputs_cache:
@@ -349,6 +354,7 @@ def run_cells(
                 where = f"its record was saved to {saved}" if saved else "its record could not be saved anywhere"
                 raise RunStoreError(f"{exc.strerror}; the run stopped after {cell.cell_id} ({record['status']}): "
                                     f"{where}. Free space or fix permissions, then resume with --resume") from exc
+            marker.unlink(missing_ok=True)
             summary.counts[record["status"]] += 1
             if reporter:
                 reporter.cell_finished(cell, record)

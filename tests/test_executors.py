@@ -194,3 +194,88 @@ def test_damaged_cell_record_is_set_aside_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="not a cell record"):
         assert collect(tmp_path).merged == []
     assert (tmp_path / "cells" / "x.abc.record.bad").exists()
+
+
+def test_status_follows_a_live_in_process_run_and_watch_returns_when_it_ends(tmp_path):
+    spec = str(DATA / "executor-stiff.toml")
+    cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--out", "run"]
+    run = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "CTBENCH_TEST_SLOW_S": "1.5"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "run" / "cells").glob("*.running.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live = _ctbench("status", "run", cwd=tmp_path)
+    assert live.returncode == 0, live.stderr
+    assert "running" in live.stdout and "inprocess:" in live.stdout and "queued" in live.stdout
+    watched = _ctbench("status", "run", "--watch", "--interval", "0.3", cwd=tmp_path)
+    assert watched.returncode == 0 and "4 done: ok" in watched.stdout
+    assert run.wait(timeout=60) == 0
+
+
+class _SimulatedLocalJobs:
+    """The local engine's interface with jobs simulated in this process: records concurrency per GPU."""
+
+    kind = "local"
+
+    def __init__(self, out_dir: Path, polls: int = 3) -> None:
+        self.out_dir, self.polls = out_dir, polls
+        self.live: dict[str, list] = {}
+        self.per_gpu: dict[int | None, int] = {}
+        self.max_per_gpu: dict[int | None, int] = {}
+        self.max_running = 0
+
+    def submit(self, payload, timeout_s, gpu):
+        from suite.executors.worker import cell_from_payload
+
+        self.live[payload["submission"]] = [gpu, self.polls, payload]
+        self.per_gpu[gpu] = self.per_gpu.get(gpu, 0) + 1
+        self.max_per_gpu[gpu] = max(self.max_per_gpu.get(gpu, 0), self.per_gpu[gpu])
+        self.max_running = max(self.max_running, len(self.live))
+        cell = cell_from_payload(payload["cell"])
+        assert cell.device in ("cpu", "cuda")
+        return payload["submission"], {"job_id": payload["submission"], "host": "sim", "folder": str(self.out_dir)}
+
+    def prefetch(self, entries):
+        pass
+
+    def state(self, entry, job=None):
+        from suite.executors.worker import cell_from_payload
+
+        slot = self.live.get(entry["submission"])
+        if slot is None:
+            return "ended"
+        slot[1] -= 1
+        if slot[1] > 0:
+            return "running"
+        gpu, _, payload = self.live.pop(entry["submission"])
+        self.per_gpu[gpu] -= 1
+        cell = cell_from_payload(payload["cell"])
+        write_cell_record(self.out_dir, {**record_header(cell, payload["run_id"], {}, {}), "status": "ok",
+                                         "reason": "", "metrics": {}, "timing": {}, "memory": {},
+                                         "record_id": payload["submission"], "executor": payload["executor"]})
+        return "ended"
+
+    def cancel(self, job):
+        pass
+
+
+def test_local_scheduler_runs_at_most_one_cell_per_gpu_unless_sharing_is_asked_for(tmp_path, monkeypatch):
+    import dataclasses
+
+    import suite.executors.coordinator as coordinator
+
+    monkeypatch.setattr(coordinator, "unsupported_reason", lambda cell, check_device=True: None)  # "GPUs" here
+    cuda = [dataclasses.replace(_cell("proc-ok", seed=s), device="cuda") for s in range(6)]
+    cpu = [_cell("proc-ok", seed=10 + s) for s in range(3)]
+    for cells_per_gpu, out in ((1, "one"), (2, "shared")):
+        config = load_executor_config(None, {"executor": "local", "local.jobs": 4, "local.gpus": [0, 1],
+                                             "local.cells_per_gpu": cells_per_gpu})
+        runner = Coordinator(config, tmp_path / out, "r")
+        engine = runner.engine = _SimulatedLocalJobs(tmp_path / out)
+        summary = runner.run(cuda + cpu)
+        assert summary.counts == {"ok": 9}
+        assert engine.max_per_gpu[0] == engine.max_per_gpu[1] == cells_per_gpu
+        assert engine.max_running <= 4
+        records = read_records(tmp_path / out)
+        assert {r["executor"]["gpu"] for r in records if r["device"] == "cuda"} == {0, 1}
+        assert {r["executor"]["shared_gpu"] for r in records if r["device"] == "cuda"} == {cells_per_gpu > 1}

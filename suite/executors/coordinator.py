@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from suite.backends import get_backend
-from suite.executors.config import ExecutorConfig
+from suite.executors.config import ExecutorConfig, ExecutorConfigError
 from suite.executors.exchange import (
     Manifest,
     collect,
@@ -34,7 +34,7 @@ from suite.executors.exchange import (
     write_cell_record,
     write_plan,
 )
-from suite.executors.jobs import JobEnded, LocalJobs, SlurmJobs, jobs_for
+from suite.executors.jobs import JobEnded, jobs_for
 from suite.executors.worker import cell_payload
 from suite.measure import capture_env
 from suite.records import RecordStore, Status, read_records, validate_run_id
@@ -72,7 +72,7 @@ def reconcile(out_dir: Path, config: ExecutorConfig, live: set[str] = frozenset(
     store = out_dir / "records.jsonl"
     recorded = {r.get("record_id") for r in read_records(store)} if store.exists() else set()
     open_entries = [e for e in Manifest(out_dir).latest_by_cell().values()
-                    if e["submission"] not in recorded and e["submission"] not in live]
+                    if e["submission"] not in recorded and e["submission"] not in live and not e.get("cancelled")]
     engines: dict[str, Any] = {}
     for kind in {e["executor"] for e in open_entries}:
         engines[kind] = jobs_for(kind, out_dir, config)
@@ -204,7 +204,7 @@ class Coordinator:
             else:
                 runnable.append(cell)
         try:
-            if isinstance(self.engine, SlurmJobs):
+            if self.kind == "slurm":
                 self._submit_slurm(runnable)
             else:
                 by_id = {c.cell_id: c for c in cells}
@@ -216,7 +216,6 @@ class Coordinator:
 
     # ------------------------------------------------------------ SLURM: submit and return
     def _submit_slurm(self, cells: list[Cell]) -> None:
-        assert isinstance(self.engine, SlurmJobs)
         groups: dict[tuple[str, int], list[Cell]] = {}
         for cell in cells:
             groups.setdefault((cell.device, self.config.slurm_time_min(cell.timeout_s)), []).append(cell)
@@ -242,7 +241,6 @@ class Coordinator:
         return local.threads_per_cell or max(1, (os.cpu_count() or 1) // local.jobs)
 
     def _run_local(self, todo: list[Cell], adopted: dict[Cell, dict]) -> None:
-        assert isinstance(self.engine, LocalJobs)
         local = self.config.local
         gpus = self._gpus()
         load: Counter = Counter()
@@ -250,6 +248,10 @@ class Coordinator:
         for cell, entry in adopted.items():
             running[entry["submission"]] = _Running(cell, entry, None, entry["executor_info"].get("gpu"))
         pending = list(todo)
+        if not gpus and any(c.device == "cuda" for c in pending):
+            raise ExecutorConfigError("CUDA cells to run but no GPU to give them: the executor's `gpus` list is "
+                                      "empty (set --gpus, or leave it unset to use every visible GPU)")
+        reported: set[str] = set()
         try:
             while pending or running:
                 for cell in list(pending):
@@ -271,21 +273,27 @@ class Coordinator:
                 if not ended:
                     continue
                 state = reconcile(self.out_dir, self.config, live=set(running) - set(ended))
-                merged = state.merged
-                for submission in set(ended) - {r.get("record_id") for r in merged}:
-                    r = running[submission]  # ended, but superseded in the manifest: judged here
-                    _record_failure(self.out_dir, r.entry, self.engine.ended(r.entry))
-                    merged += collect(self.out_dir).merged
-                for record in merged:
-                    done = running.pop(record.get("record_id"), None)
-                    if done is not None and done.gpu is not None:
+                self._report(state.merged, running, reported)
+                for submission in ended:
+                    if submission not in reported:  # ended, but superseded in the manifest: judged here
+                        _record_failure(self.out_dir, running[submission].entry,
+                                        self.engine.ended(running[submission].entry))
+                        self._report(collect(self.out_dir).merged, running, reported)
+                    done = running.pop(submission)  # its slot is free once its process is gone, not before
+                    if done.gpu is not None:
                         load[done.gpu] -= 1
-                    self._finished(done.cell if done else None, record)
         except BaseException:
             for r in running.values():
-                if r.job is not None:
+                if r.job is not None:  # stopped on purpose: no failure record, --resume runs the cell again
                     self.engine.cancel(r.job)
+                    self.manifest.append({**r.entry, "cancelled": now_iso()})
             raise
+
+    def _report(self, merged: list[dict], running: dict[str, _Running], reported: set[str]) -> None:
+        for record in merged:
+            done = running.get(record.get("record_id"))
+            self._finished(done.cell if done else None, record)
+            reported.add(record.get("record_id"))
 
     def _submit_local(self, cell: Cell, gpu: int | None) -> _Running:
         submission = uuid.uuid4().hex

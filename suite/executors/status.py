@@ -80,6 +80,10 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
         if entry["submission"] in merged_ids:
             rows[cell_id].job = job
             continue
+        if entry.get("cancelled"):
+            rows.setdefault(cell_id, CellStatus(cell_id, "not started", job=job,
+                                                detail="stopped by Ctrl-C: `--resume` runs it"))
+            continue
         engine = engines[entry["executor"]]
         try:
             state = engine.state(entry)
@@ -109,10 +113,17 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
     if plan:
         alive = plan.get("host") == this_host() and _alive(plan.get("pid"))
         for cell_id in plan.get("cells", []):
-            if cell_id not in rows:
-                rows[cell_id] = (CellStatus(cell_id, "queued", detail="waiting for a free slot") if alive else
-                                 CellStatus(cell_id, "not started",
-                                            detail="its coordinator is gone: `ctbench run ... --resume` runs it"))
+            if cell_id in rows:
+                continue
+            marker = read_marker(running_marker(out_dir, cell_id)) or {}
+            if alive and marker.get("pid") == plan.get("pid"):  # the in-process executor's current cell
+                rows[cell_id] = CellStatus(cell_id, "running", job=f"inprocess:{marker['pid']}",
+                                           detail=f"for {_age(marker.get('started_at'))}")
+            elif alive:
+                rows[cell_id] = CellStatus(cell_id, "queued", detail="waiting for a free slot")
+            else:
+                rows[cell_id] = CellStatus(cell_id, "not started",
+                                           detail="its coordinator is gone: `ctbench run ... --resume` runs it")
     return [rows[k] for k in sorted(rows)]
 
 

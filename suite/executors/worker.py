@@ -47,9 +47,11 @@ def cell_from_payload(payload: dict):
 
 
 def _job_id() -> str:
-    return os.environ.get("SLURM_ARRAY_JOB_ID") and (
-        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    ) or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID", str(os.getpid()))
+    """The job id as the manifest and sacct name it (array tasks: <array id>_<task id>)."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
 
 
 class _Marker:
@@ -94,7 +96,8 @@ def run_payload(payload: dict) -> str:
     previous = read_marker(marker_path) or {}
     attempt = previous.get("attempt", 0) + 1 if previous.get("submission") == payload["submission"] else 1
     executor = {**payload["executor"], "job_id": _job_id(), "host": this_host(), "pid": os.getpid(),
-                "submission": payload["submission"], "attempt": attempt, "threads": torch.get_num_threads()}
+                "submission": payload["submission"], "attempt": attempt, "threads": torch.get_num_threads(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     marker = _Marker(marker_path, {"cell_id": cell.cell_id, "submission": payload["submission"], "state": "running",
                                    "started_at": now_iso(), "attempt": attempt, **executor})
     started_at = now_iso()
