@@ -40,17 +40,26 @@ class CellPreempted(BaseException):
 
 
 class _Preemption:
-    """A flag set from a signal handler; the training loop checks it between iterations."""
+    """A flag set from a signal handler; the training loop checks it between iterations.
+
+    Only while a checkpointing training loop runs (`armed`): at any other moment the signal does what it
+    would have done (SIGTERM ends the process), so a cell that cannot checkpoint is not kept alive by it.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self.signal_name = ""
+        self.armed = False
 
     def install(self, signals=(signal.SIGTERM, signal.SIGUSR2)) -> None:
         for sig in signals:
             signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 — the signal module's signature
+        if not self.armed:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.requested = True
         self.signal_name = signal.Signals(signum).name
 

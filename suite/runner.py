@@ -315,6 +315,8 @@ def run_cells(
     store = RecordStore(out_dir / "records.jsonl")
     summary = RunSummary(run_id=run_id, out_dir=out_dir)
     todo = cells
+    if resume:
+        _merge_job_records(out_dir, {c.cell_id for c in cells})
     if resume and store.path.exists():
         store.prepare_for_append()  # a damaged last line is moved aside first: never built upon
         previous = read_records(store.path)
@@ -363,6 +365,24 @@ def run_cells(
             reporter.finish(summary)
     _write_run_json(out_dir, run_id)
     return summary
+
+
+def _merge_job_records(out_dir: Path, wanted: set[str]) -> None:
+    """A run that other executors worked on: merge its jobs' records first; refuse while its jobs still run
+    (this process cannot adopt them, and would run their cells a second time)."""
+    from suite.executors import ExecutorConfig
+    from suite.executors.coordinator import reconcile
+    from suite.executors.exchange import Manifest
+
+    if not Manifest(out_dir).path.exists():
+        return
+    state = reconcile(out_dir, ExecutorConfig())
+    live = sorted(cell_id for cell_id in state.in_flight if cell_id in wanted)
+    if live:
+        entry = state.in_flight[live[0]]
+        more = f" (and {len(live) - 1} more)" if len(live) > 1 else ""
+        raise RunStoreError(f"{live[0]}{more} is still running in {entry['executor']} job {entry['job_id']}; "
+                            f"resume with --executor {entry['executor']} (it adopts running jobs) or wait for it")
 
 
 def _write_run_json(out_dir: Path, run_id: str) -> None:

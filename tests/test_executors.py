@@ -4,6 +4,7 @@ and records equal the in-process executor's. Each test starts real job processes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -279,3 +280,28 @@ def test_local_scheduler_runs_at_most_one_cell_per_gpu_unless_sharing_is_asked_f
         records = read_records(tmp_path / out)
         assert {r["executor"]["gpu"] for r in records if r["device"] == "cuda"} == {0, 1}
         assert {r["executor"]["shared_gpu"] for r in records if r["device"] == "cuda"} == {cells_per_gpu > 1}
+
+
+def test_sigterm_ends_a_cell_that_cannot_checkpoint(tmp_path, monkeypatch):
+    """Only a checkpointing training loop defers SIGTERM; any other cell is not kept alive by the handler."""
+    import threading
+
+    monkeypatch.setenv("CTBENCH_TEST_SLOW_S", "30")
+    config = load_executor_config(None, {"executor": "local", "local.jobs": 1})
+
+    def terminate_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for marker in (tmp_path / "cells").glob("*.running.json"):
+                pid = json.loads(marker.read_text())["pid"]
+                time.sleep(0.5)
+                os.kill(pid, signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=terminate_when_running, daemon=True).start()
+    started = time.monotonic()
+    Coordinator(config, tmp_path, "term").run([_cell("proc-slow")])
+    (record,) = read_records(tmp_path)
+    assert record["status"] == "error" and "SIGTERM (signal 15)" in record["reason"]
+    assert time.monotonic() - started < 25

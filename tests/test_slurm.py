@@ -161,3 +161,17 @@ def test_slurm_missing_message(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert re.search(r"--executor slurm needs SLURM's commands \(srun, sbatch, sacct\) on PATH", err), err
 
+
+
+def test_in_process_resume_refuses_while_jobs_of_the_run_still_run(slurm, tmp_path):
+    from suite.runner import RunStoreError, run_cells
+
+    out = tmp_path / "run"
+    cells = [_cell(seed=0), _cell(seed=1)]
+    Coordinator(_config(), out, "r").run(cells)
+    fake_slurm.set_states(slurm, {"4200_0": "RUNNING", "4200_1": "TIMEOUT"})
+    submitit.SlurmJob.watcher.clear()
+    with pytest.raises(RunStoreError, match=r"seed=0/smoke is still running in slurm job 4200_0; resume with "
+                                            r"--executor slurm"):
+        run_cells(cells, out, "r", resume=True)
+    assert [r["status"] for r in read_records(out)] == ["timeout"]  # what had ended was merged first

@@ -226,6 +226,22 @@ class TrainingLoop:
         total_s (training time, without checkpoint saves and restores), iters_done, saved_for_backward_mib,
         and peak_mem_gib on CUDA (a CPU has no per-cell allocator peak)."""
         first, train_s = self._restore()
+        PREEMPTION.armed = self.ctx.checkpoint is not None  # a stop request can be honoured from here on
+        try:
+            train_s = self._loop(first, iterations, train_s, make_forward)
+        finally:
+            PREEMPTION.armed = False
+        if self.ctx.solver.last_stats is not None:
+            self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
+        metrics = {**self.watch.median(), "total_s": train_s, "iters_done": float(iterations),
+                   "saved_for_backward_mib": self.saved_mib, "skipped_steps": float(self.skipped),
+                   "scaler_retries": float(self.retries)}
+        if self.ctx.device.type == "cuda":
+            metrics["peak_mem_gib"] = self.peak.gib
+        return metrics
+
+    def _loop(self, first: int, iterations: int, train_s: float, make_forward) -> float:
+        """Iterations `first`.. `iterations - 1`; returns the training seconds (this attempt's added)."""
         policy = self.ctx.checkpoint
         for it in range(first, iterations):
             synchronize(self.ctx.device)
@@ -241,11 +257,4 @@ class TrainingLoop:
                 self._checkpoint(it + 1, train_s)
             if PREEMPTION.requested and policy is not None and it + 1 < iterations:
                 raise CellPreempted(f"{PREEMPTION.signal_name} after iteration {it + 1}: checkpoint saved")
-        if self.ctx.solver.last_stats is not None:
-            self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
-        metrics = {**self.watch.median(), "total_s": train_s, "iters_done": float(iterations),
-                   "saved_for_backward_mib": self.saved_mib, "skipped_steps": float(self.skipped),
-                   "scaler_retries": float(self.retries)}
-        if self.ctx.device.type == "cuda":
-            metrics["peak_mem_gib"] = self.peak.gib
-        return metrics
+        return train_s
