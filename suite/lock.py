@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - non-POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunLock", "RunLocked", "LOCK_NAME"]
+__all__ = ["RunLock", "RunLocked", "LOCK_NAME", "pid_alive"]
 
 LOCK_NAME = ".ctbench.lock"
 
@@ -31,7 +31,8 @@ class RunLocked(RuntimeError):
     """Another live process writes to this run directory."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (any owner)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -68,7 +69,7 @@ class RunLock:
 
     def _is_stale(self, info: dict) -> bool:
         return info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
-            and not _pid_alive(info["pid"])
+            and not pid_alive(info["pid"])
 
     def _write_identity(self, fd: int) -> None:
         payload = json.dumps(self._identity()).encode() + b"\n"

@@ -94,9 +94,8 @@ def test_local_executor_records_equal_the_in_process_records(tmp_path):
     assert {r["executor"]["kind"] for r in b.values()} == {"local"}
 
 
-def test_coordinator_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path):
-    calls = tmp_path / "calls.txt"
-    env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "4"}
+def _kill_coordinator_after_two_jobs(tmp_path: Path, env: dict) -> str:
+    """Start a 4-cell local run (2 at a time), SIGKILL its coordinator once two jobs run; return the spec."""
     spec = str(DATA / "executor-stiff.toml")
     cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run"]
     coordinator = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
@@ -106,8 +105,15 @@ def test_coordinator_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(tm
     while len(manifest.entries()) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(manifest.entries()) == 2, "the coordinator did not start two jobs"
-    coordinator.kill()  # SIGKILL: no cleanup, no atexit
+    os.kill(coordinator.pid, signal.SIGKILL)  # no cleanup, no atexit
     coordinator.wait()
+    return spec
+
+
+def test_coordinator_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path):
+    calls = tmp_path / "calls.txt"
+    env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "4"}
+    spec = _kill_coordinator_after_two_jobs(tmp_path, env)
     status = _ctbench("status", "run", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert "running" in status.stdout and "not started" in status.stdout  # two jobs live on, two never began
@@ -128,16 +134,7 @@ def test_coordinator_killed_with_sigkill_loses_nothing_and_runs_nothing_twice(tm
 def test_orphaned_records_are_merged_by_collect_after_the_coordinator_died(tmp_path):
     calls = tmp_path / "calls.txt"
     env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "3"}
-    spec = str(DATA / "executor-stiff.toml")
-    cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--executor", "local", "--jobs", "2", "--out", "run"]
-    coordinator = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-    manifest = Manifest(tmp_path / "run")
-    deadline = time.monotonic() + 60
-    while len(manifest.entries()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    os.kill(coordinator.pid, signal.SIGKILL)
-    coordinator.wait()
+    spec = _kill_coordinator_after_two_jobs(tmp_path, env)
     deadline = time.monotonic() + 60
     while len(list((tmp_path / "run" / "cells").glob("*.record.json"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -23,6 +23,7 @@ from suite.executors._controller import EXIT_SUFFIX
 from suite.executors.config import ExecutorConfig, SlurmUnavailable
 from suite.executors.exchange import JOBS, this_host
 from suite.executors.worker import CellJob
+from suite.lock import pid_alive
 
 __all__ = ["LocalJobs", "SlurmJobs", "JobEnded", "SlurmUnavailable", "jobs_for", "SLURM_STATES", "LOCAL_NO_LIMIT_MIN"]
 
@@ -67,14 +68,10 @@ class _ControlledLocalExecutor(submitit.LocalExecutor):
                                              tasks=list(range(ntasks)))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _controller_alive(pid: int) -> bool:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
-    try:  # a reused pid is not our controller
+    try:  # a reused pid is not our controller (a zombie's cmdline is empty: it has ended)
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         return b"suite.executors._controller" in cmdline
     except OSError:
@@ -118,7 +115,7 @@ class LocalJobs:
             return "running" if job._process is not None and job._process.poll() is None else "ended"
         if entry.get("host") != this_host():
             return "elsewhere"
-        return "running" if _pid_alive(int(entry["job_id"])) else "ended"
+        return "running" if _controller_alive(int(entry["job_id"])) else "ended"
 
     def ended(self, entry: dict) -> JobEnded:
         info = self._exit_info(entry)

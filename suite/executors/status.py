@@ -8,13 +8,13 @@ It never writes, so it is safe next to a live coordinator.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from suite.executors.config import ExecutorConfig
 from suite.executors.exchange import Manifest, read_marker, read_plan, running_marker, this_host
 from suite.executors.jobs import jobs_for
+from suite.lock import pid_alive
 from suite.records import RecordsError, latest_by_cell, read_records
 
 __all__ = ["CellStatus", "run_status"]
@@ -128,15 +128,7 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
 
 
 def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and pid_alive(pid)
 
 
 def pending_records_readonly(out_dir: Path) -> list[tuple[Path, dict]]:
