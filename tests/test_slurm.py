@@ -71,6 +71,12 @@ def test_cells_become_job_arrays_with_the_profile_time_limit_and_requeue(slurm, 
     assert all(e["hard_limit_s"] == e["timeout_s"] + 60.0 for e in entries)
 
 
+def test_gpus_can_be_asked_for_as_gres(slurm, tmp_path):
+    Coordinator(_config(**{"slurm.gres": "gpu:h100:1"}), tmp_path / "run", "r").run([_cell(device="cuda")])
+    (script,) = _scripts(slurm)
+    assert "#SBATCH --gres=gpu:h100:1\n" in script and "--gpus-per-task" not in script
+
+
 def test_sacct_states_map_to_cell_status_and_failure_records(slurm, tmp_path):
     out = tmp_path / "run"
     Coordinator(_config(), out, "r").run([_cell(seed=s) for s in range(5)])
@@ -175,3 +181,16 @@ def test_in_process_resume_refuses_while_jobs_of_the_run_still_run(slurm, tmp_pa
                                             r"--executor slurm"):
         run_cells(cells, out, "r", resume=True)
     assert [r["status"] for r in read_records(out)] == ["timeout"]  # what had ended was merged first
+
+
+def test_the_readme_cluster_example_is_a_valid_executor_config(slurm, tmp_path):
+    text = (ROOT / "README.md").read_text()
+    start = text.index("    # cluster.toml")
+    block = text[start: text.index("\n\n", start)]
+    path = tmp_path / "cluster.toml"
+    path.write_text("\n".join(line[4:] for line in block.splitlines()) + "\n")
+    config = load_executor_config(path, {})
+    assert config.executor == "slurm" and config.slurm.partition == "gpu" and config.slurm.max_parallel == 16
+    Coordinator(config, tmp_path / "run", "r").run([_cell(device="cuda")])
+    (script,) = _scripts(slurm)
+    assert "#SBATCH --exclusive\n" in script and "#SBATCH --mem=65536M\n" in script

@@ -60,6 +60,8 @@ class SlurmSettings(_Strict):
     constraint: str | None = None
     exclude: str | None = None
     gpus_per_task: int = Field(1, ge=1, description="GPUs per CUDA cell (CPU cells ask for none)")
+    gres: str | None = Field(None, description="e.g. 'gpu:h100:1': CUDA cells ask for GPUs with --gres "
+                                              "instead of --gpus-per-task (clusters that count GPUs as gres)")
     cpus_per_task: int = Field(8, ge=1)
     mem_gb: float | None = Field(None, gt=0)
     max_parallel: int = Field(16, ge=1, description="array parallelism: cells running at once")
@@ -68,7 +70,7 @@ class SlurmSettings(_Strict):
     signal_delay_s: int = Field(120, ge=0, description="SIGUSR2 this long before the time limit: the cell "
                                                        "checkpoints and is requeued")
     setup: list[str] = Field(default_factory=list, description="shell lines run before each job (modules, venv)")
-    additional: dict[str, str | int] = Field(default_factory=dict, description="extra #SBATCH options")
+    additional: dict[str, str | int | bool] = Field(default_factory=dict, description="extra #SBATCH options")
     job_name: str = "ctbench"
 
 

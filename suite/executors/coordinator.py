@@ -220,7 +220,9 @@ class Coordinator:
         for cell in cells:
             groups.setdefault((cell.device, self.config.slurm_time_min(cell.timeout_s)), []).append(cell)
         for (device, _), group in groups.items():
-            info = {"kind": "slurm", "gpus": self.config.slurm.gpus_per_task if device == "cuda" else 0}
+            slurm = self.config.slurm
+            info = {"kind": "slurm", "gpus": (slurm.gres or slurm.gpus_per_task) if device == "cuda" else 0,
+                    "threads": slurm.cpus_per_task}  # torch would otherwise count the node's cores
             submissions = [uuid.uuid4().hex for _ in group]
             payloads = [self._payload(c, s, info) for c, s in zip(group, submissions, strict=True)]
             jobs, fields = self.engine.submit_array(device, group[0].timeout_s, payloads)

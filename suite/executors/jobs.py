@@ -191,7 +191,9 @@ class SlurmJobs:
             "signal_delay_s": s.signal_delay_s, "setup": list(s.setup),
             "additional_parameters": {"requeue": True, **s.additional},
         }
-        if device == "cuda":
+        if device == "cuda" and s.gres:
+            params["gres"] = s.gres
+        elif device == "cuda":
             params["gpus_per_task"] = s.gpus_per_task
         for name in ("partition", "account", "qos", "constraint", "exclude"):
             value = getattr(s, name)
