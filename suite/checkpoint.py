@@ -150,10 +150,7 @@ class CheckpointPolicy:
         return payload
 
     def discard(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

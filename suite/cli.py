@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -351,18 +352,11 @@ def cmd_collect(args) -> int:
         result = reconcile(run_dir, ExecutorConfig())
     finally:
         lock.release()
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(_count(result.merged).items())) or "nothing new"
-    console.print(f"collect {run_dir}: merged {len(result.merged)} record(s) ({counts}); "
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(Counter(r["status"] for r in result.merged).items()))
+    console.print(f"collect {run_dir}: merged {len(result.merged)} record(s) ({counts or 'nothing new'}); "
                   f"{len(result.failed)} of them recorded for jobs that ended without one; "
                   f"{len(result.in_flight)} cell(s) still queued or running")
     return 0
-
-
-def _count(records: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return counts
 
 
 def _status_table(run_dir: Path) -> tuple[Table, dict[str, int]]:

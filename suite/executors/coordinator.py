@@ -83,9 +83,8 @@ def reconcile(out_dir: Path, config: ExecutorConfig, live: set[str] = frozenset(
         if state != "ended":
             result.in_flight[entry["cell_id"]] = entry
             continue
-        if any(path.name.endswith(f".{entry['submission']}.record.json")
-               for path in (out_dir / "cells").glob("*.record.json")):
-            continue  # written between collect and now: the next collect merges it
+        if next((out_dir / "cells").glob(f"*.{entry['submission']}.record.json"), None) is not None:
+            continue  # written just before its job ended (after our collect): the next collect merges it
         result.failed.append(_record_failure(out_dir, entry, engine.ended(entry)))
     result.merged += collect(out_dir).merged
     return result
@@ -96,11 +95,7 @@ def _record_failure(out_dir: Path, entry: dict, ended: JobEnded) -> dict:
               **failure_outcome(ended.status, ended.reason, ended.detail),
               "record_id": entry["submission"], "executor": {**entry["executor_info"], "job_id": entry["job_id"]}}
     write_cell_record(out_dir, record)
-    marker = running_marker(out_dir, entry["cell_id"])
-    try:
-        marker.unlink()
-    except FileNotFoundError:
-        pass
+    running_marker(out_dir, entry["cell_id"]).unlink(missing_ok=True)
     return record
 
 
@@ -127,6 +122,8 @@ class Coordinator:
 
     # ------------------------------------------------------------ shared
     def _header(self, cell: Cell) -> dict:
+        """The record header the coordinator can know (its own env): used only for records of cells whose job
+        wrote none; a worker's record carries the env and inputs of the machine that ran it."""
         key = f"{cell.task}|{cell.device}|{cell.params.model_dump_json()}"
         if key not in self.inputs_cache:
             self.inputs_cache[key] = cell_inputs(cell)

@@ -72,8 +72,9 @@ def read_marker(path: Path) -> dict | None:
         return None
 
 
-def pending_records(out_dir: Path) -> list[tuple[Path, dict]]:
-    """Records written by jobs and not merged yet (oldest first). A damaged file is set aside, with a warning."""
+def pending_records(out_dir: Path, set_aside: bool = True) -> list[tuple[Path, dict]]:
+    """Records written by jobs and not merged yet (oldest first). A damaged file is set aside with a warning
+    (`set_aside=False`, for readers that never write: skipped)."""
     found = []
     for path in sorted((out_dir / CELLS).glob("*.record.json"), key=lambda p: p.stat().st_mtime):
         try:
@@ -82,6 +83,8 @@ def pending_records(out_dir: Path) -> list[tuple[Path, dict]]:
                                                   else "no record_id")
         except (OSError, ValueError) as exc:
             problem = str(exc)
+        if problem and not set_aside:
+            continue
         if problem:
             bad = path.with_suffix(".bad")
             os.replace(path, bad)

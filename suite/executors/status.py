@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from suite.executors.config import ExecutorConfig
-from suite.executors.exchange import Manifest, read_marker, read_plan, running_marker, this_host
+from suite.executors.exchange import Manifest, pending_records, read_marker, read_plan, running_marker, this_host
 from suite.executors.jobs import jobs_for
 from suite.lock import pid_alive
 from suite.records import RecordsError, latest_by_cell, read_records
@@ -55,7 +55,7 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
     records = read_records(store) if store.exists() else []
     merged = latest_by_cell(records)
     merged_ids = {r.get("record_id") for r in records}
-    waiting = {r["cell_id"]: r for _, r in pending_records_readonly(out_dir)}
+    waiting = {r["cell_id"]: r for _, r in pending_records(out_dir, set_aside=False)}
     manifest = Manifest(out_dir).latest_by_cell()
     if not (records or waiting or manifest or read_plan(out_dir)):
         raise RecordsError(f"{out_dir}: not a ctbench run directory (no records.jsonl, no submitted jobs)")
@@ -129,17 +129,3 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
 
 def _alive(pid) -> bool:
     return isinstance(pid, int) and pid_alive(pid)
-
-
-def pending_records_readonly(out_dir: Path) -> list[tuple[Path, dict]]:
-    """Like exchange.pending_records, without moving damaged files (status never writes)."""
-    import json
-
-    found = []
-    for path in sorted((out_dir / "cells").glob("*.record.json")):
-        try:
-            found.append((path, json.loads(path.read_text())))
-        except (OSError, ValueError):
-            continue
-    return found
-

@@ -73,10 +73,7 @@ class _Marker:
                                           "updated_at": now_iso(), **extra})
 
     def remove(self) -> None:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)
 
 
 def run_payload(payload: dict) -> str:
