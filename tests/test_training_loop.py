@@ -73,3 +73,45 @@ def test_the_engine_scaler_gives_nan_gradients_the_loop_skips():
     metrics = TrainingLoop(ctx, optimizer).run(3, make_forward)
     assert metrics["skipped_steps"] == 1.0
     assert torch.isfinite(theta).all() and float(theta.detach()) != 1.0
+
+
+def test_learning_curve_points_exclude_evaluation_time_and_are_kept_when_the_cell_fails():
+    import time
+
+    from suite.tasks._training import CurveSpec
+
+    ctx = _ctx("fail")
+    w = torch.nn.Parameter(torch.full((), 3.0))
+    spec = CurveSpec("loss", "lower", 0.1)
+
+    def evaluate(done: int) -> float:
+        time.sleep(0.05)  # an evaluation that costs time: it must not count as training time
+        return float(w.detach() ** 2)
+
+    loop = TrainingLoop(ctx, torch.optim.SGD([w], lr=0.1), curve=spec, evaluate=evaluate, eval_every=2)
+    metrics = loop.run(5, lambda it: (lambda: w**2))
+    curve = ctx.extra["curve"]
+    assert curve["iteration"] == [0, 2, 4, 5]  # at the start, every 2, and after the last iteration
+    assert curve["metric"] == "loss" and curve["direction"] == "lower"
+    assert curve["value"][0] == 9.0 and curve["value"] == sorted(curve["value"], reverse=True)
+    assert curve["train_s"][0] == 0.0 and curve["train_s"][-1] == pytest.approx(metrics["total_s"])
+    assert ctx.timing["eval_s"] >= 4 * 0.05 > 0
+    assert metrics["total_s"] < ctx.timing["eval_s"] + metrics["total_s"]  # evaluation kept apart
+
+    failing = _ctx("fail")
+    v = torch.nn.Parameter(torch.ones(()))
+    loop = TrainingLoop(failing, torch.optim.SGD([v], lr=0.1), curve=spec, evaluate=lambda done: 1.0, eval_every=1)
+    with pytest.raises(NonFiniteResult):
+        loop.run(4, lambda it: (lambda: v * (float("nan") if it == 2 else 1.0)))
+    assert failing.extra["curve"]["iteration"] == [0, 1, 2]  # the points before the failure survive
+
+
+def test_a_curve_needs_its_spec_evaluator_and_period_together():
+    from suite.tasks._training import CurveSpec
+
+    w = torch.nn.Parameter(torch.ones(()))
+    with pytest.raises(ValueError, match="learning curve needs"):
+        TrainingLoop(_ctx("fail"), torch.optim.SGD([w], lr=0.1), curve=CurveSpec("x", "lower", 0.1))
+    with pytest.raises(ValueError, match="learning curve needs"):
+        TrainingLoop(_ctx("fail"), torch.optim.SGD([w], lr=0.1), curve=CurveSpec("x", "lower", 0.1),
+                     evaluate=lambda d: 0.0, eval_every=0)

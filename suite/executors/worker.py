@@ -104,6 +104,9 @@ def run_payload(payload: dict) -> str:
         marker.write(0.0, force=True, state="requeued", note=str(exc))
         submitit.JobEnvironment()._requeue(0)  # local: exits with submitit's requeue code; SLURM: scontrol requeue
         sys.exit(-1)
+    if cell.device == "cpu":  # this process ran this cell alone: its peak RSS is the cell's own
+        outcome["memory"] = {**outcome["memory"], "per_cell": True,
+                             "what": "peak RSS (ru_maxrss) of the cell's own process, imports included"}
     record = {
         **record_header(cell, payload["run_id"], cell_inputs(cell),
                         capture_env(cell.device, get_backend(cell.backend).versions())),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -14,10 +15,29 @@ from suite.measure import Stopwatch, synchronize
 
 __all__ = [
     "IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver", "TrainingLoop",
-    "SCALE",
+    "SCALE", "CurveSpec",
 ]
 
 SCALE = {"scale": True}  # json_schema_extra of a task parameter that a profile may change
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    """What a training task's learning curve measures, and how close to the fp32 engine row counts as there.
+
+    The report's time to target (AlgoPerf's time-to-result): target = the fp32 engine row's last curve value
+    ± `tolerance` (absolute, or a fraction of |target| when `relative`), on the side `direction` says is worse.
+    """
+
+    metric: str
+    direction: Literal["lower", "higher"]
+    tolerance: float
+    relative: bool = False
+    what: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "direction": self.direction, "tolerance": self.tolerance,
+                "relative": self.relative, "what": self.what}
 
 
 class IterationPeak:
@@ -101,12 +121,25 @@ class TrainingLoop:
     next iteration depends on (model, schedules, data generators, lists/dicts of results so far); the loop
     adds its optimizer, GradScaler, the solver's learned scaler, every RNG and its own counters and timing
     samples. A restored cell continues at the saved iteration with the same numbers it would have had.
+
+    Learning curve (`curve` + `evaluate`): `evaluate(iterations_done)` returns the task's validation metric;
+    it runs every `eval_every` iterations, after the last one, and (with `evaluate_at_start`) before the first,
+    outside the timed training. Each point is (iteration, training seconds so far without any evaluation,
+    value); the curve goes to `extra.curve` with the task's CurveSpec, and its cost to `timing.eval_s`.
     """
 
     MAX_CONSECUTIVE_SKIPS = 20
 
     def __init__(self, ctx, optimizer, grad_clip: float | None = None, after_step=None, on_iteration_end=None,
-                 state: dict[str, Any] | None = None):
+                 state: dict[str, Any] | None = None, curve: CurveSpec | None = None,
+                 evaluate: Callable[[int], float] | None = None, eval_every: int | None = None,
+                 evaluate_at_start: bool = True):
+        if (curve is None) != (evaluate is None) or (evaluate is not None and (eval_every or 0) < 1):
+            raise ValueError("a learning curve needs curve, evaluate and a positive eval_every together")
+        self.curve_spec, self.evaluate, self.eval_every = curve, evaluate, eval_every
+        self.evaluate_at_start = evaluate_at_start
+        self.curve: list[tuple[int, float, float]] = []
+        self.eval_s = 0.0
         self.ctx, self.optimizer = ctx, optimizer
         self.state = dict(state or {})
         self.grad_clip, self.after_step, self.on_iteration_end = grad_clip, after_step, on_iteration_end
@@ -180,7 +213,8 @@ class TrainingLoop:
 
     def _checkpoint(self, iterations_done: int, train_s: float) -> None:
         counters = {"saved_mib": self.saved_mib, "skipped": self.skipped, "consecutive_skips": self.consecutive_skips,
-                    "retries": self.retries, "peak": self.peak.peak}
+                    "retries": self.retries, "peak": self.peak.peak, "curve": list(self.curve),
+                    "eval_s": self.eval_s}
         self.ctx.checkpoint.save({
             "iteration": iterations_done, "train_s": train_s, "samples": self.watch.samples, "counters": counters,
             "rng": rng_state(), "objects": {k: capture_state(v) for k, v in self._objects().items()},
@@ -209,6 +243,8 @@ class TrainingLoop:
         self.saved_mib, self.skipped = counters["saved_mib"], counters["skipped"]
         self.consecutive_skips, self.retries, self.peak.peak = (
             counters["consecutive_skips"], counters["retries"], counters["peak"])
+        self.curve = [tuple(point) for point in counters.get("curve", [])]
+        self.eval_s = counters.get("eval_s", 0.0)
         synchronize(self.ctx.device)
         restore_s = time.perf_counter() - started
         info = self.ctx.extra.setdefault("checkpoint", {"restores": payload["restores"], "restored_at": [],
@@ -226,11 +262,18 @@ class TrainingLoop:
         total_s (training time, without checkpoint saves and restores), iters_done, saved_for_backward_mib,
         and peak_mem_gib on CUDA (a CPU has no per-cell allocator peak)."""
         first, train_s = self._restore()
+        if first == 0 and self.evaluate is not None and self.evaluate_at_start:
+            self._evaluate(0, train_s)
         PREEMPTION.armed = self.ctx.checkpoint is not None  # a stop request can be honoured from here on
         try:
             train_s = self._loop(first, iterations, train_s, make_forward)
         finally:
             PREEMPTION.armed = False
+            if self.curve_spec is not None:  # also when the cell fails: the curve up to the failure is kept
+                self.ctx.extra["curve"] = {
+                    **self.curve_spec.as_dict(), "iteration": [p[0] for p in self.curve],
+                    "train_s": [p[1] for p in self.curve], "value": [p[2] for p in self.curve]}
+                self.ctx.timing["eval_s"] = self.eval_s
         if self.ctx.solver.last_stats is not None:
             self.ctx.stats.update(self.ctx.solver.last_stats.as_dict())
         metrics = {**self.watch.median(), "total_s": train_s, "iters_done": float(iterations),
@@ -239,6 +282,15 @@ class TrainingLoop:
         if self.ctx.device.type == "cuda":
             metrics["peak_mem_gib"] = self.peak.gib
         return metrics
+
+    def _evaluate(self, iterations_done: int, train_s: float) -> None:
+        """One learning-curve point, timed apart from training (a non-finite value is kept: it is a finding)."""
+        synchronize(self.ctx.device)
+        started = time.perf_counter()
+        value = float(self.evaluate(iterations_done))
+        synchronize(self.ctx.device)
+        self.eval_s += time.perf_counter() - started
+        self.curve.append((iterations_done, train_s, value))
 
     def _loop(self, first: int, iterations: int, train_s: float, make_forward) -> float:
         """Iterations `first`.. `iterations - 1`; returns the training seconds (this attempt's added)."""
@@ -252,6 +304,8 @@ class TrainingLoop:
                 self.on_iteration_end(it)
             synchronize(self.ctx.device)
             train_s += time.perf_counter() - started
+            if self.evaluate is not None and ((it + 1) % self.eval_every == 0 or it + 1 == iterations):
+                self._evaluate(it + 1, train_s)
             self.ctx.report_progress(0.9 * (it + 1) / iterations)
             if policy is not None and it + 1 < iterations and policy.due(it + 1):
                 self._checkpoint(it + 1, train_s)

@@ -18,8 +18,12 @@ from pydantic import Field, field_validator
 from suite.data.toy2d import TOY2D, sample_toy2d
 from suite.gate import Rule
 from suite.models.cnf_hypernet import HyperNetField
+from suite.references.toy2d_entropy import entropy
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver, mmd
+from suite.tasks._training import SCALE, CurveSpec, TrainingLoop, evaluation_solver, mmd
+
+# The learning curve's fixed validation set comes from its own stream, so it never shifts the training data.
+CURVE_SEED_OFFSET = 1_000_003
 
 
 class CNF2DParams(TaskParams):
@@ -31,8 +35,12 @@ class CNF2DParams(TaskParams):
     val_batch: int = Field(1024, ge=1, json_schema_extra=SCALE)
     mmd_samples: int = Field(1024, ge=2, json_schema_extra=SCALE)
     density_grid: int = Field(100, ge=2, json_schema_extra=SCALE, description="points per axis of the saved density")
+    val_every: int = Field(100, ge=1, json_schema_extra=SCALE, description="iterations between learning-curve points")
+    curve_batch: int = Field(2048, ge=1, json_schema_extra=SCALE,
+                             description="fixed validation points of the learning curve")
     lr: float = Field(1e-2, gt=0)
-    lr_step: int = Field(1000, ge=1)
+    lr_step: int = Field(1000, ge=1, json_schema_extra=SCALE,
+                         description="StepLR period: a scale knob, since the schedule follows the iteration budget")
     lr_gamma: float = Field(0.1, gt=0)
     t0: float = 0.0
     t1: float = 1.0
@@ -62,15 +70,21 @@ class CNF2D(AbstractTask):
     Params = CNF2DParams
     tuple_state = True
     metric_names: ClassVar[tuple[str, ...]] = (
-        "val_nll", "val_nll_train_precision", "mmd", "fwd_s", "bwd_s", "iter_s", "total_s", "peak_mem_gib",
-        "saved_for_backward_mib", "iters_done",
+        "val_nll", "val_nll_stderr", "entropy", "entropy_error", "kl", "val_nll_train_precision", "mmd", "fwd_s",
+        "bwd_s", "iter_s", "total_s", "peak_mem_gib", "saved_for_backward_mib", "iters_done",
     )
+    curve = CurveSpec("val_nll", "lower", 0.02, what="NLL (nats) of a fixed validation set, fp32 engine")
     summary = "2-D CNF (FFJORD toy data), hypernetwork field, exact divergence, NLL / MMD / time / memory"
     gate_rules: ClassVar[dict[str, Rule]] = {
         "val_nll": Rule("relative", "lower", 0.02, atol=1e-3),
         "val_nll_train_precision": Rule("relative", "lower", 0.02, atol=1e-3),
         "mmd": Rule("relative", "lower", 0.10, atol=1e-4),
     }
+
+    def reference(self, params: CNF2DParams) -> dict[str, float]:
+        """H(p) of the training distribution: the floor of every model's expected NLL."""
+        estimate = entropy(params.dataset)
+        return {"entropy": estimate.value, "entropy_error": estimate.error}
 
     def run(self, params: CNF2DParams, ctx: CellContext) -> dict[str, float]:
         device, master = ctx.device, ctx.precision.master
@@ -86,8 +100,17 @@ class CNF2D(AbstractTask):
             x = sample_toy2d(params.dataset, params.batch, gen, dtype=master, device=device)
             return lambda: -log_density(solver, field, x, t_train, master).mean()
 
+        curve_gen = torch.Generator().manual_seed(ctx.seed + CURVE_SEED_OFFSET)
+        x_curve = sample_toy2d(params.dataset, params.curve_batch, curve_gen, dtype=master, device=device)
+        fp32 = evaluation_solver(ctx)
+
+        def curve_nll(_: int) -> float:
+            with torch.no_grad():
+                return float(-log_density(fp32, field, x_curve, t_train, master).mean())
+
         training = TrainingLoop(ctx, optimizer, after_step=schedule.step,
-                                state={"field": field, "schedule": schedule, "data": gen}).run(
+                                state={"field": field, "schedule": schedule, "data": gen},
+                                curve=self.curve, evaluate=curve_nll, eval_every=params.val_every).run(
             params.iterations, make_forward)
         metrics = {**self._evaluate(params, ctx, field, gen), **training}
         ctx.report_progress(1.0)
@@ -100,7 +123,9 @@ class CNF2D(AbstractTask):
         t_rev = t_fwd.flip(0)
         x_val = sample_toy2d(params.dataset, params.val_batch, gen, dtype=master, device=device)
         with torch.no_grad():
-            val_nll = -log_density(fp32, field, x_val, t_fwd, master).mean()
+            per_point = -log_density(fp32, field, x_val, t_fwd, master).double()
+            val_nll = per_point.mean()
+            val_se = per_point.std() / math.sqrt(per_point.numel()) if per_point.numel() > 1 else math.nan
             with ctx.solver.autocast(device):
                 val_low = -log_density(ctx.solver, field, x_val, t_fwd, master).mean()
             z = torch.randn(params.mmd_samples, 2, generator=gen, dtype=torch.float64).to(device, master)
@@ -119,5 +144,8 @@ class CNF2D(AbstractTask):
                 extent=np.array([-lim, lim, -lim, lim]),
             )
         ctx.extra["val_nll_note"] = "val_nll: fp32 engine evaluation; val_nll_train_precision: the cell's backend"
-        return {"val_nll": float(val_nll), "val_nll_train_precision": float(val_low),
+        floor = self.reference(params)
+        ctx.extra["entropy_method"] = entropy(params.dataset).method
+        return {"val_nll": float(val_nll), "val_nll_stderr": float(val_se), **floor,
+                "kl": float(val_nll) - floor["entropy"], "val_nll_train_precision": float(val_low),
                 "mmd": mmd(samples, data)}

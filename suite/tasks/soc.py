@@ -23,7 +23,7 @@ from suite.gate import Rule
 from suite.models.otflow_potential import OTFlowPotential
 from suite.references.cole_hopf import SOC_VARIANTS, SOCProblem, value_cole_hopf
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import SCALE, TrainingLoop
+from suite.tasks._training import SCALE, CurveSpec, TrainingLoop
 
 
 class SOCParams(TaskParams):
@@ -105,10 +105,13 @@ class SOC100D(AbstractTask):
     Params = SOCParams
     kind = "sde"
     metric_names: ClassVar[tuple[str, ...]] = (
-        "control_objective", "control_objective_stderr", "value_reference", "gap_rel", "uncontrolled_objective",
+        "control_objective", "control_objective_stderr", "value_reference", "gap_rel", "gap_closed",
+        "uncontrolled_objective",
         "value_at_start",
         "hjb_residual", "fwd_s", "bwd_s", "iter_s", "total_s", "iters_done", "peak_mem_gib",
     )
+    curve = CurveSpec("control_objective", "lower", 0.001, relative=True,
+                      what="J of the learned feedback on fresh 40-step paths; tolerance 0.1 % of |J|")
     summary = "100-D stochastic optimal control, value network + PMP feedback vs random walk, exact Cole-Hopf value"
     gate_rules: ClassVar[dict[str, Rule]] = {
         "control_objective": Rule("ztest", "both", 4.0, stderr="control_objective_stderr"),
@@ -143,13 +146,15 @@ class SOC100D(AbstractTask):
                 return params.alpha * cost + params.beta_hjb * residual.mean() + params.beta_terminal * mismatch.mean()
             return forward
 
-        def evaluate_now(it: int) -> None:
-            if (it + 1) % params.val_every == 0 or it + 1 == params.iterations:
-                history.append((it + 1, self._objective(params, problem, eval_dynamics, gen, device, master)[0]))
+        def evaluate_now(iterations_done: int) -> float:
+            history.append((iterations_done, self._objective(params, problem, eval_dynamics, gen, device, master)[0]))
+            return history[-1][1]
 
-        training = TrainingLoop(ctx, optimizer, after_step=schedule.step, on_iteration_end=evaluate_now,
+        training = TrainingLoop(ctx, optimizer, after_step=schedule.step,
                                 state={"potential": potential, "schedule": schedule, "paths": gen,
-                                       "history": history}).run(
+                                       "history": history},
+                                curve=self.curve, evaluate=evaluate_now, eval_every=params.val_every,
+                                evaluate_at_start=False).run(
             params.iterations, make_forward)
         objective, stderr, residual, trajectories = self._objective(
             params, problem, eval_dynamics, gen, device, master, keep=64)
@@ -168,6 +173,8 @@ class SOC100D(AbstractTask):
         ctx.extra["reference"] = "Cole-Hopf value, 2-D log-space quadrature (suite/references/cole_hopf.py)"
         return {"control_objective": objective, "control_objective_stderr": stderr, "value_reference": reference,
                 "gap_rel": (objective - reference) / abs(reference), "value_at_start": start_value,
+                # the fraction of doing nothing's optimality gap that the learned feedback closes (1 = optimal)
+                "gap_closed": (uncontrolled - objective) / (uncontrolled - reference),
                 "uncontrolled_objective": uncontrolled,
                 "hjb_residual": residual, **training}
 

@@ -31,7 +31,7 @@ from suite.gate import Rule
 from suite.measure import synchronize
 from suite.models.parabolic_cnn import ParabolicCNN
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
-from suite.tasks._training import SCALE, TrainingLoop, evaluation_solver
+from suite.tasks._training import SCALE, CurveSpec, TrainingLoop, evaluation_solver
 
 SPLIT_NOTE = ("test_acc: the official test split, evaluated once at the end with the model that did best on a "
               "validation split carved from train; the reference scripts reported their selection split as test")
@@ -78,6 +78,8 @@ class STL10(AbstractTask):
         "test_acc", "val_acc", "train_loss", "fwd_s", "bwd_s", "iter_s", "input_s", "total_s", "peak_mem_gib",
         "saved_for_backward_mib", "iters_done", "epochs_done", "params_m", "skipped_steps",
     )
+    curve = CurveSpec("val_acc", "higher", 0.005, what="top-1 accuracy on the validation split carved from train "
+                      "(the selection split), fp32 engine; tolerance 0.5 points")
     summary = "parabolic neural-ODE CNN on STL-10 (offline proxy without the data): accuracy, memory, time"
     gate_rules: ClassVar[dict[str, Rule]] = {
         "test_acc": Rule("relative", "higher", 0.05, atol=0.02),
@@ -152,16 +154,17 @@ class STL10(AbstractTask):
 
         best = {"acc": -1.0, "state": None, "iteration": 0}
 
-        def validate(it: int) -> None:
-            if (it + 1) % val_every == 0 or it + 1 == iterations:
-                acc = self._accuracy(params, ctx, model, data.train_x, data.train_y, val_idx)
-                if acc > best["acc"]:
-                    best.update(acc=acc, state=copy.deepcopy(model.state_dict()), iteration=it + 1)
+        def validate(iterations_done: int) -> float:
+            acc = self._accuracy(params, ctx, model, data.train_x, data.train_y, val_idx)
+            if acc > best["acc"]:
+                best.update(acc=acc, state=copy.deepcopy(model.state_dict()), iteration=iterations_done)
+            return acc
 
         state = {"model": model, "schedule": schedule, "data": gen, "shuffle": shuffle, "best": best,
                  "curve": curve, "input_times": input_times}
-        training = TrainingLoop(ctx, optimizer, after_step=after_step, on_iteration_end=validate,
-                                state=state).run(iterations, make_forward)
+        training = TrainingLoop(ctx, optimizer, after_step=after_step, state=state, curve=self.curve,
+                                evaluate=validate, eval_every=val_every, evaluate_at_start=False
+                                ).run(iterations, make_forward)
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         test_idx = np.arange(len(data.test_y))
