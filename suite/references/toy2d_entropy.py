@@ -7,10 +7,10 @@ that a cnf-2d NLL is measured against (`kl = val_nll - entropy`). Each generator
 |---|---|---|
 | checkerboard | uniform on 8 squares of side 2 (area 32) | closed form, log 32 |
 | 8gaussians | mixture of 8 isotropic Gaussians | Monte Carlo of -log p, p exact |
-| rings, circles | equal mixtures of Gaussian-blurred circles: exp(-(r-R)²/2σ²)·I0e(rR/σ²)/(2πσ²) | Monte Carlo, p exact (Bessel) |
-| moons, swissroll | a curve c(s), s uniform, blurred by N(0, σ²I) | Monte Carlo, p by Gauss-Legendre over s |
-| 2spirals | a curve plus a uniform box, blurred: per coordinate a difference of normal CDFs | Monte Carlo, p by Gauss-Legendre over the curve |
-| pinwheel | change of variables from the Gaussian features (all preimages found by bracketing) | Monte Carlo, p exact up to root finding |
+| rings, circles | equal mixtures of blurred circles, exp(-(r-R)²/2σ²)·I0e(rR/σ²)/(2πσ²) | Monte Carlo, p exact |
+| moons, swissroll | a curve c(s), s uniform, blurred by N(0, σ²I) | Monte Carlo, p by Gauss-Legendre |
+| 2spirals | a curve plus a uniform box, blurred: normal-CDF differences | Monte Carlo, p by Gauss-Legendre |
+| pinwheel | change of variables from the Gaussian features (every preimage) | Monte Carlo, p exact (root finding) |
 
 The Monte Carlo draws its points with the project's own generators, so H is the entropy of exactly the
 distribution the task trains on. Its error: the standard error of the mean of -log p, plus a quadrature error

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
-
-import numpy as np
 
 from suite.data.bsds300 import PatchData, identify_bsds300, load_bsds300
 from suite.data.gaussian63 import GAUSSIAN63, SYNTHETIC_NAME
@@ -28,7 +27,7 @@ SYNTHETIC_SIZES = {"train": 100_000, "validation": 20_000, "test": 20_000}
 
 class OTFlowParams(TaskParams):
     data_source: Literal["auto", "real", "proxy", "synthetic"] = Field(
-        "auto", description="synthetic: gaussian63, a 63-D Gaussian with an exact log-density (suite/data/gaussian63.py)")
+        "auto", description="synthetic: gaussian63, a 63-D Gaussian with an exact log-density (suite/data)")
     data_path: str | None = Field(None, description="BSDS300.hdf5 (else the CTBENCH_BSDS300 variable)")
     proxy_stride: int = Field(4, ge=1, json_schema_extra=SCALE, description="patch stride of the proxy")
     width: int = Field(1024, ge=1, json_schema_extra=SCALE)
