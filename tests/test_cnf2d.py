@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from conftest import MLPField, TupleField
@@ -103,3 +104,38 @@ def test_engine_keeps_far_less_for_backward_than_torchdiffeq(tmp_path):
     engine = run_cell(_cell("engine"), run_dir=tmp_path)["metrics"]["saved_for_backward_mib"]
     direct = run_cell(_cell("torchdiffeq"), run_dir=tmp_path)["metrics"]["saved_for_backward_mib"]
     assert engine * 10 < direct
+
+
+def test_floor_and_learning_curve_in_the_record_and_the_report(tmp_path):
+    """entropy / kl / s.e. beside val_nll, a curve timed apart, and the report's time-to-target table, curve
+    figure and floor columns built from the records alone (no artifacts needed)."""
+    import json
+
+    from suite.references.toy2d_entropy import entropy
+    from suite.report import build_report
+    from suite.runner import run_cells
+
+    params = SMALL.model_copy(update={"iterations": 4, "val_every": 2, "curve_batch": 64, "val_batch": 400})
+    cells = [Cell(task="cnf-2d", variant="8gaussians", backend=b, method="rk4", steps=8, precision=p, scaling=s,
+                  seed=0, profile="reference", device="cpu", params=params, spec_hash="t")
+             for b, p, s in [("engine", "fp32", "none"), ("torchdiffeq", "fp32", "none")]]
+    run_cells(cells, tmp_path / "run", "floors")
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    m = records[0]["metrics"]
+    assert m["entropy"] == pytest.approx(entropy("8gaussians").value)
+    assert m["kl"] == pytest.approx(m["val_nll"] - m["entropy"]) and m["kl"] > 0
+    assert 0 < m["val_nll_stderr"] < 0.5
+    curve = records[0]["extra"]["curve"]
+    assert curve["iteration"] == [0, 2, 4] and curve["metric"] == "val_nll" and curve["tolerance"] == 0.02
+    assert "eval_s" in records[0]["timing"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "artifacts")  # records copied without their artifacts still report
+    build_report(tmp_path / "run", tmp_path / "rep")
+    md = (tmp_path / "rep" / "cnf-2d.md").read_text()
+    assert "### Time to target" in md and "entropy H(p) (floor)" in md and "KL = NLL − H" in md
+    assert "peak RSS" not in md  # in-process: the RSS is the whole run's, never shown per cell
+    assert (tmp_path / "rep" / "cnf-2d-8gaussians-curves.png").exists()
+    ttt = pd.read_csv(tmp_path / "rep" / "cnf-2d-time-to-target.csv")
+    fp32 = ttt[ttt.backend == "engine"].iloc[0]
+    assert fp32["reached at iteration"] != "not reached" and float(fp32["× fp32 engine"]) == 1.0

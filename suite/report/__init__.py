@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.records import FAILED_STATUSES, RecordsError, read_records
+from suite.report._curves import learning_curve_figures, time_to_target_table
 from suite.report._frame import records_frame
 from suite.report._html import TaskSection, render_html
 from suite.report._layouts import notes_for, table_for
@@ -20,6 +21,14 @@ __all__ = ["build_report", "ReportFiles"]
 class ReportFiles:
     out_dir: Path
     files: list[Path]
+
+
+TIME_TO_TARGET_TITLE = "Time to target"
+TIME_TO_TARGET_NOTE = (
+    "Target: the fp32 engine row's last learning-curve value (median over seeds), loosened by the task's "
+    "tolerance; each row's first curve point at or past it, in iterations and in training seconds with every "
+    "evaluation excluded (AlgoPerf's time-to-result). A row that never gets there says \"not reached\". Peak "
+    "memory is per cell only where the cell had its own process (--executor local/slurm) or a CUDA allocator.")
 
 
 def _failures(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -95,15 +104,25 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         (out / f"{task}.csv").write_text(table.to_csv(index=False))
         (out / f"{task}.tex").write_text(_latex(table))
         figures = PLOTS.get(task)(sub, out, run_dir) if task in PLOTS else []
+        task_records = [r for r in records if r["task"] == task]
+        figures += learning_curve_figures(task, task_records, out)
         notes, pipeline, failures = notes_for(task, sub), _pipeline_note(sub), _failures(sub)
         section = [f"## {task}", ""] + ([f"> {pipeline}", ""] if pipeline else []) + [md, ""]
         section += [*notes, ""] if notes else []
+        extra_tables = []
+        ttt = time_to_target_table(task_records)
+        if not ttt.empty:
+            (out / f"{task}-time-to-target.csv").write_text(ttt.to_csv(index=False))
+            files.append(out / f"{task}-time-to-target.csv")
+            extra_tables.append((TIME_TO_TARGET_TITLE, TIME_TO_TARGET_NOTE, ttt))
+            section += [f"### {TIME_TO_TARGET_TITLE}", "", TIME_TO_TARGET_NOTE, "",
+                        ttt.to_markdown(index=False, disable_numparse=True), ""]
         section += [f"![{p.stem}]({p.name})" for p in figures]
         section.append(_failures_section(failures))
         (out / f"{task}.md").write_text("\n".join(section) + "\n")
         files += [out / f"{task}.md", out / f"{task}.csv", out / f"{task}.tex", *figures]
         index += section
-        sections.append(TaskSection(task, table, notes, pipeline, figures, failures))
+        sections.append(TaskSection(task, table, notes, pipeline, figures, failures, extra_tables))
     (out / "index.md").write_text("\n".join(index) + "\n")
     page = render_html(f"ctbench report: {run_id}", provenance.strip(), counts_text, sections)
     (out / "index.html").write_text(page, encoding="utf-8")

@@ -32,6 +32,9 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         peak = r["memory"].get("peak_bytes") if isinstance(r["memory"], dict) else None
         row["peak_mem_gib"] = _number(peak) / 2**30 if peak is not None else math.nan
         row["memory_what"] = r["memory"].get("what", "") if isinstance(r["memory"], dict) else ""
+        # the process's peak RSS is one cell's only where that cell had the process to itself
+        per_cell = isinstance(r["memory"], dict) and r["memory"].get("per_cell") is True and r["device"] == "cpu"
+        row["derived:rss_mib"] = _number(peak) / 2**20 if per_cell and peak is not None else math.nan
         stats = r.get("stats") or {}
         for key in ("n_retries", "scale_min", "scale_max", "n_host_syncs_backward"):
             if key in stats:

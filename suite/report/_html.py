@@ -40,6 +40,7 @@ class TaskSection:
     pipeline_note: str = ""
     figures: list[Path] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (cell id, status, reason)
+    extra_tables: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (title, note, table)
 
 
 def _table_html(table: pd.DataFrame) -> str:
@@ -72,6 +73,8 @@ def render_html(title: str, provenance: str, counts: str, sections: list[TaskSec
             parts.append(f'<p class="note pipeline">{html.escape(s.pipeline_note)}</p>')
         parts.append(_table_html(s.table))
         parts += [f'<p class="note">{html.escape(n)}</p>' for n in s.notes]
+        for title, note, table in s.extra_tables:
+            parts += [f"<h3>{html.escape(title)}</h3>", f'<p class="note">{html.escape(note)}</p>', _table_html(table)]
         parts += [_figure_html(p) for p in s.figures]
         if s.failures:
             parts.append("<h3>Cells that did not produce numbers</h3><ul class=\"failures\">")

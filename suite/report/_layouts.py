@@ -34,6 +34,16 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return key.sort_values(["_v", "_p", "_s", "backend", "seed"]).drop(columns=["_v", "_p", "_s"])
 
 
+def _present(frame: pd.DataFrame, columns: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """Only the columns this run has numbers for (a floor exists for some data sets; per-cell RSS only where
+    each cell had its own process), so a smoke report is not a wall of dashes."""
+    return {label: (col, fmt) for label, (col, fmt) in columns.items()
+            if col in frame and frame[col].notna().any()}
+
+
+_OPTIONAL_MEMORY = {"peak RSS, own process (MiB)": ("derived:rss_mib", "{:.0f}")}
+
+
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith("metric:")]
 
@@ -96,6 +106,9 @@ def cnf_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Like the slide: per dataset, validation NLL, fwd / bwd per iteration, total time, max memory."""
     columns = {
         "val NLL (fp32 eval)": ("metric:val_nll", "{:.3f}"),
+        **_present(frame, {"± s.e.": ("metric:val_nll_stderr", "{:.3f}"),
+                           "entropy H(p) (floor)": ("metric:entropy", "{:.3f}"),
+                           "KL = NLL − H": ("metric:kl", "{:.3f}")}),
         "val NLL (train prec.)": ("metric:val_nll_train_precision", "{:.3f}"),
         "MMD": ("metric:mmd", "{:.2e}"),
         "fwd (s/it)": ("metric:fwd_s", "{:.3f}"),
@@ -103,6 +116,7 @@ def cnf_table(frame: pd.DataFrame) -> pd.DataFrame:
         "total (s)": ("metric:total_s", "{:.1f}"),
         "max mem (GiB)": ("metric:peak_mem_gib", "{:.2f}"),
         "saved for bwd (MiB)": ("metric:saved_for_backward_mib", "{:.2f}"),
+        **_present(frame, _OPTIONAL_MEMORY),
     }
     rows = []
     for _, row in _sorted(frame).iterrows():
@@ -118,11 +132,16 @@ def otflow_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Like the slide: precision × solver × scaling; val NLL, HJB, max memory, train time; the data set named."""
     columns = {
         "val NLL": ("metric:val_nll", "{:.2f}"),
+        **_present(frame, {"± s.e.": ("metric:val_nll_stderr", "{:.2f}"),
+                           "entropy H(p) (floor)": ("metric:entropy", "{:.2f}"),
+                           "KL = NLL − H": ("metric:kl", "{:.2f}"),
+                           "KL per dim": ("metric:kl_per_dim", "{:.3f}")}),
         "val L": ("metric:val_transport", "{:.3f}"),
         "HJB": ("metric:val_hjb", "{:.3f}"),
         "MMD": ("metric:mmd", "{:.2e}"),
         "max mem (GiB)": ("metric:peak_mem_gib", "{:.2f}"),
         "saved for bwd (MiB)": ("metric:saved_for_backward_mib", "{:.1f}"),
+        **_present(frame, _OPTIONAL_MEMORY),
         "ms/iter": ("derived:iter_ms", "{:.1f}"),
         "train (s)": ("metric:total_s", "{:.1f}"),
     }
@@ -185,12 +204,15 @@ def soc_table(frame: pd.DataFrame) -> pd.DataFrame:
             "variant": row["variant"], "precision": row["precision"], "J ± s.e.": objective,
             "exact V(0, z0)": cell_text(row, "metric:value_reference", "{:.4f}"),
             "gap": cell_text(row, "metric:gap_rel", "{:+.2%}"),
+            **({"gap closed vs u = 0": cell_text(row, "metric:gap_closed", "{:.1%}")}
+               if "metric:gap_closed" in frame else {}),
             "J with u = 0": cell_text(row, "metric:uncontrolled_objective", "{:.4f}"),
             "Φθ(0, z0)": cell_text(row, "metric:value_at_start", "{:.3f}"),
             "HJB residual": cell_text(row, "metric:hjb_residual", "{:.3f}"),
             "ms/iter": cell_text(row, "derived:iter_ms", "{:.1f}"),
             "train (s)": cell_text(row, "metric:total_s", "{:.1f}"),
             "max mem (GiB)": cell_text(row, "metric:peak_mem_gib", "{:.2f}"),
+            **{label: cell_text(row, col, fmt) for label, (col, fmt) in _present(frame, _OPTIONAL_MEMORY).items()},
         })
     return pd.DataFrame(rows)
 
@@ -216,6 +238,7 @@ def stl10_table(frame: pd.DataFrame) -> pd.DataFrame:
         "train loss": ("metric:train_loss", "{:.3f}"),
         "max mem (GiB)": ("metric:peak_mem_gib", "{:.2f}"),
         "saved for bwd (MiB)": ("metric:saved_for_backward_mib", "{:.1f}"),
+        **_present(frame, _OPTIONAL_MEMORY),
         "fwd (s/it)": ("metric:fwd_s", "{:.3f}"),
         "bwd (s/it)": ("metric:bwd_s", "{:.3f}"),
         "input (s/it)": ("metric:input_s", "{:.4f}"),
