@@ -18,6 +18,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("CTBENCH_TORCH", "torch==2.13.0")
 CONSTRAINTS = ".ci/constraints.txt"
+REFERENCE_RUN = os.path.join("results", "reference-cpu")  # the committed reference profile run
 
 
 def _install(session: nox.Session, extras: str) -> None:
@@ -57,8 +58,11 @@ def bench(session: nox.Session) -> None:
     _install(session, "torchdiffeq,torchode,torchsde")
     run_dir = os.path.join("results", f"bench-{_stamp()}")
     session.run("ctbench", "validate")
-    # --report builds reports/<run-id>/ even when some cells failed; the exit code still says so.
-    session.run("ctbench", "run", "--out", run_dir, "--report", *session.posargs)
+    # --report builds reports/<run-id>/ even when some cells failed; the exit code still says so. The report
+    # leads with the committed reference run (converged CPU numbers, labelled with their commit and date).
+    reference = ["--with-reference", REFERENCE_RUN] if os.path.exists(os.path.join(REFERENCE_RUN, "records.jsonl")) \
+        else []
+    session.run("ctbench", "run", "--out", run_dir, "--report", *reference, *session.posargs)
 
 
 @nox.session(python="3.11")

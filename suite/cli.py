@@ -330,7 +330,7 @@ def cmd_run(args) -> int:
         return 0
     console.print(f"done: {counts}; records in {records_path}")
     if args.report:
-        cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None))
+        cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None, with_reference=getattr(args, "with_reference", None)))
     if summary.n_errors:
         console.print(f"{summary.n_errors} cell(s) ended in error (a suite or data problem, not a numerical finding)")
     return 1 if summary.n_errors else 0
@@ -411,7 +411,7 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     out_dir = Path(args.out) if args.out else Path("reports") / _run_id_for(run_dir, flag="report --out")
     try:
-        files = build_report(run_dir, out_dir)
+        files = build_report(run_dir, out_dir, reference_dir=getattr(args, "with_reference", None))
     except RecordsError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -530,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: re-run cells recorded with other inputs (data set, device, torch) "
                         "instead of refusing")
     p.add_argument("--report", action="store_true", help="build the report when the run ends")
+    p.add_argument("--with-reference", metavar="DIR", default=None,
+                   help="with --report: lead the report with a committed reference run's results "
+                        "(e.g. results/reference-cpu), labelled with its commit and date")
     g = p.add_argument_group("executors (see README: Running on many GPUs and on SLURM)")
     g.add_argument("--executor", choices=["inprocess", "local", "slurm"],
                    help="inprocess (default): every cell in this process; local: one process per cell on this "
@@ -579,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="build tables and figures from a run directory")
     p.add_argument("run_dir")
     p.add_argument("--out", help="report directory (default: reports/<run-id>)")
+    p.add_argument("--with-reference", metavar="DIR", default=None,
+                   help="lead the report with a committed reference run's results (e.g. results/reference-cpu)")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -74,11 +74,25 @@ def _latex(table: pd.DataFrame) -> str:
     return text
 
 
-def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> ReportFiles:
+def _reference_provenance(records: list[dict]) -> str:
+    """Commit(s), date(s) and machine of a committed reference run, for the label above its tables."""
+    commits = sorted({(r.get("env") or {}).get("git_sha") or "unknown" for r in records})
+    dirty = any((r.get("env") or {}).get("dirty") for r in records)
+    dates = sorted(r.get("started_at", "")[:10] for r in records if r.get("started_at"))
+    machines = sorted({f"{r['device']}: {(r.get('env') or {}).get('device_name', '')}" for r in records})
+    when = dates[0] if dates and dates[0] == dates[-1] else (f"{dates[0]} to {dates[-1]}" if dates else "unknown")
+    return (f"commit(s) {', '.join(c[:12] for c in commits)}{' (dirty checkout)' if dirty else ''}; "
+            f"run {when}; {'; '.join(machines)}; {len(records)} records")
+
+
+def build_report(run_dir: Path | str, out_dir: Path | str | None = None,
+                 reference_dir: Path | str | None = None) -> ReportFiles:
     """Tables and figures of a run into `out_dir` (default `reports/<name of the run directory>`).
 
     The output folder never comes from the records' contents: a shared or crafted records file cannot
-    choose where the report is written.
+    choose where the report is written. With `reference_dir` (a committed reference run, e.g.
+    results/reference-cpu), its report is built into `out_dir/<its name>/` and its tables and figures lead
+    the page under "Reproduced results", labelled with their commit and date, beside the fresh run.
     """
     run_dir = Path(run_dir)
     records = read_records(run_dir)
@@ -92,11 +106,46 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         out_dir = Path("reports") / base.name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
+    files, index, sections = _task_sections(records, frame, out, run_dir)
     provenance = _provenance(frame)
     counts = frame["status"].value_counts().to_dict()
     counts_text = "Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    index = [f"# ctbench report: {run_id}", "", provenance, counts_text + "\n"]
+    head = [f"# ctbench report: {run_id}", "", provenance, counts_text + "\n"]
+    reference_sections: list[TaskSection] = []
+    if reference_dir is not None:
+        reference_dir = Path(reference_dir)
+        ref_records = read_records(reference_dir)
+        ref_out = out / reference_dir.name
+        ref_out.mkdir(parents=True, exist_ok=True)
+        ref_files, ref_index, reference_sections = _task_sections(ref_records, records_frame(ref_records), ref_out,
+                                                                 reference_dir)
+        label = _reference_provenance(ref_records)
+        (ref_out / "index.md").write_text("\n".join([f"# ctbench reference run: {reference_dir.name}", "",
+                                                     label, "", *ref_index]) + "\n")
+        files.append(ref_out / "index.md")
+        prefix = f"{reference_dir.name}/"
+        ref_index = [line.replace("](", "](" + prefix) if line.startswith("![") else
+                     ("#" + line if line.startswith("#") else line) for line in ref_index]
+        head += [f"## Reproduced results ({reference_dir.name})", "",
+                 f"The committed reference run `{reference_dir}` ({label}); its full report is in "
+                 f"[{prefix}]({prefix}). The fresh run's own sections follow it.", "", *ref_index, ""]
+        for section in reference_sections:
+            section.task = f"{reference_dir.name}: {section.task}"
+            section.notes = [f"Reference run {label}.", *section.notes]
+        files += ref_files
+    (out / "index.md").write_text("\n".join(head + index) + "\n")
+    page = render_html(f"ctbench report: {run_id}", provenance.strip(), counts_text, reference_sections + sections)
+    (out / "index.html").write_text(page, encoding="utf-8")
+    files[:0] = [out / "index.md", out / "index.html"]
+    return ReportFiles(out_dir=out, files=files)
+
+
+def _task_sections(records: list[dict], frame: pd.DataFrame, out: Path, run_dir: Path
+                   ) -> tuple[list[Path], list[str], list[TaskSection]]:
+    """Every task's table, notes, time-to-target table, figures and failures: written as <task>.md/.csv/.tex
+    into `out`, and returned as index lines and HTML sections."""
+    files: list[Path] = []
+    index: list[str] = []
     sections: list[TaskSection] = []
     for task, sub in frame.groupby("task", sort=True):
         table = table_for(task, sub)
@@ -123,8 +172,4 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Repo
         files += [out / f"{task}.md", out / f"{task}.csv", out / f"{task}.tex", *figures]
         index += section
         sections.append(TaskSection(task, table, notes, pipeline, figures, failures, extra_tables))
-    (out / "index.md").write_text("\n".join(index) + "\n")
-    page = render_html(f"ctbench report: {run_id}", provenance.strip(), counts_text, sections)
-    (out / "index.html").write_text(page, encoding="utf-8")
-    files[:0] = [out / "index.md", out / "index.html"]
-    return ReportFiles(out_dir=out, files=files)
+    return files, index, sections
