@@ -330,7 +330,8 @@ def cmd_run(args) -> int:
         return 0
     console.print(f"done: {counts}; records in {records_path}")
     if args.report:
-        cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None, with_reference=getattr(args, "with_reference", None)))
+        cmd_report(argparse.Namespace(run_dir=str(out_dir), out=None,
+                                      with_reference=getattr(args, "with_reference", None)))
     if summary.n_errors:
         console.print(f"{summary.n_errors} cell(s) ended in error (a suite or data problem, not a numerical finding)")
     return 1 if summary.n_errors else 0

@@ -130,7 +130,7 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None,
                  f"The committed reference run `{reference_dir}` ({label}); its full report is in "
                  f"[{prefix}]({prefix}). The fresh run's own sections follow it.", "", *ref_index, ""]
         for section in reference_sections:
-            section.task = f"{reference_dir.name}: {section.task}"
+            section.task = f"Reproduced results ({reference_dir.name}): {section.task}"
             section.notes = [f"Reference run {label}.", *section.notes]
         files += ref_files
     (out / "index.md").write_text("\n".join(head + index) + "\n")

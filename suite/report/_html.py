@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,12 +64,17 @@ def _figure_html(path: Path) -> str:
             f"<figcaption>{name}</figcaption></figure>")
 
 
+def _anchor(title: str) -> str:
+    """An id without spaces or markup characters (a task name stays as it is)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", title).strip("-")
+
+
 def render_html(title: str, provenance: str, counts: str, sections: list[TaskSection]) -> str:
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(provenance)}</p>", f"<p>{html.escape(counts)}</p>",
-             "<nav>" + "".join(f'<a href="#{html.escape(s.task)}">{html.escape(s.task)}</a>' for s in sections)
+             "<nav>" + "".join(f'<a href="#{_anchor(s.task)}">{html.escape(s.task)}</a>' for s in sections)
              + "</nav>"]
     for s in sections:
-        parts.append(f'<section id="{html.escape(s.task)}"><h2>{html.escape(s.task)}</h2>')
+        parts.append(f'<section id="{_anchor(s.task)}"><h2>{html.escape(s.task)}</h2>')
         if s.pipeline_note:
             parts.append(f'<p class="note pipeline">{html.escape(s.pipeline_note)}</p>')
         parts.append(_table_html(s.table))
