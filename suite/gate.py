@@ -346,11 +346,12 @@ def write_baseline(folder: Path, records: list[dict], tasks: list[str] | None, c
         store.append(record)
     os.replace(tmp, folder / "records.jsonl")
     env = chosen[0]["env"]
+    every = kept + chosen  # provenance of the whole baseline, the tasks kept from earlier runs included
     meta = {
         "schema": SCHEMA, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "run_ids": sorted({r["run_id"] for r in chosen}), "git_sha": sorted({r["env"]["git_sha"] for r in chosen}),
-        "device_class": sorted(_device_classes(chosen)), "torch": env.get("torch"), "python": env.get("python"),
-        "backend_versions": env.get("backend_versions"), "profile": sorted({r["profile"] for r in chosen}),
+        "run_ids": sorted({r["run_id"] for r in every}), "git_sha": sorted({r["env"]["git_sha"] for r in every}),
+        "device_class": sorted(_device_classes(every)), "torch": env.get("torch"), "python": env.get("python"),
+        "backend_versions": env.get("backend_versions"), "profile": sorted({r["profile"] for r in every}),
         "tasks": sorted({r["task"] for r in kept + chosen}), "cells": len(kept) + len(chosen), "command": command,
     }
     (folder / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -365,7 +366,7 @@ Measured, never hand-edited: records of a real `ctbench run` of committed code, 
 
     {meta['command']}
 
-- git commit(s): {', '.join(meta['git_sha'])}
+- git commit(s): {', '.join(meta['git_sha'])} (a `--task` update keeps the other tasks' records and commits)
 - device class: {', '.join(meta['device_class'])}; torch {meta['torch']}; Python {meta['python']}
 - profile: {', '.join(meta['profile'])}; tasks: {', '.join(meta['tasks'])} ({meta['cells']} cells)
 - made: {meta['created']}
