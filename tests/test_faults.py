@@ -220,8 +220,9 @@ def test_every_task_checks_its_deadline(task, monkeypatch, tmp_path):
     specs = {load_spec(p).task: load_spec(p) for p in spec_files()}
     assert task in specs, f"task {task} has no shipped spec"
     spec = specs[task]
-    for variant in spec.file.matrix.variant:
-        c = next(c for c in expand(spec, "smoke") if c.variant == variant and c.backend == "engine")
+    smoke = expand(spec, "smoke")
+    for variant in dict.fromkeys(c.variant for c in smoke):  # every variant the smoke profile runs
+        c = next(c for c in smoke if c.variant == variant and c.backend == "engine")
         c = dataclasses.replace(c, timeout_s=1e-9)
         outcome = run_cell(c, run_dir=tmp_path)
         assert outcome["status"] == "timeout", (c.cell_id, outcome["status"], outcome["reason"])
