@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.report._plots import _pyplot
 from suite.report._targets import curve_of, time_to_target_frame
 
 __all__ = ["time_to_target_table", "learning_curve_figures", "FLOOR_METRICS"]
@@ -62,15 +63,6 @@ def time_to_target_table(records: list[dict]) -> pd.DataFrame:
             "peak mem, own process (MiB)": _fmt(peak, "{:.0f}"),
         })
     return pd.DataFrame(rows)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def learning_curve_figures(task: str, records: list[dict], out_dir: Path) -> list[Path]:
