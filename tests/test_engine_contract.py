@@ -14,7 +14,6 @@ from conftest import MLPField
 
 from suite.engine import (
     AdjointScaler,
-    CapturedParameterError,
     FieldDtypeError,
     ScalerExhausted,
     SolveStats,
@@ -139,24 +138,24 @@ def test_time_augmented_state():
         torch.testing.assert_close(a, b)
 
 
-# ------------------------------------------------------------------ what cannot be supported is refused
-def test_a_captured_parameter_that_was_not_passed_is_an_error():
+# ------------------------------------------------------------------ the ways to give the field its tensors
+def test_the_ways_to_give_a_field_its_parameters_agree():
+    """A Module, a closure over one (found by the engine), the same closure with params=[...], args=(...)."""
     field = MLPField(dtype=torch.float32)
     y0 = torch.randn(4, 3)
-    with pytest.raises(CapturedParameterError, match=r"require grad but were not given to the solver"):
-        odeint(lambda t, y: field(t, y), y0, T5)
-    # the three ways to pass them
-    g_module = torch.autograd.grad(odeint(field, y0, T5, output="final").sum(), list(field.parameters()))
-    g_params = torch.autograd.grad(odeint(lambda t, y: field(t, y), y0, T5, params=list(field.parameters()),
-                                          output="final").sum(), list(field.parameters()))
-    weight = torch.randn(3, 3, requires_grad=True)
-    final = odeint(lambda t, y, w: torch.tanh(y @ w), y0, T5, args=(weight,), precision="bf16", output="final")
-    (g_args,) = torch.autograd.grad(final.sum(), [weight])
-    for a, b in zip(g_module, g_params):
-        torch.testing.assert_close(a, b)
-    assert g_args.dtype == torch.float32 and torch.isfinite(g_args).all()
-    with torch.no_grad():  # no gradient wanted: nothing to check
-        odeint(lambda t, y: field(t, y), y0, T5)
+    weights = list(field.parameters())
+
+    def grads(func, **kw):
+        return torch.autograd.grad(odeint(func, y0, T5, output="final", **kw).sum(), weights)
+
+    reference = grads(field)
+    for other in (grads(lambda t, y: field(t, y)), grads(lambda t, y: field(t, y), params=weights),
+                  grads(lambda t, y, *ws: torch.func.functional_call(field, dict(zip(
+                      [n for n, _ in field.named_parameters()], ws)), (t, y)), args=weights)):
+        for a, b in zip(other, reference):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():  # no gradient wanted: the closure runs all the same
+        assert torch.isfinite(odeint(lambda t, y: field(t, y), y0, T5)).all()
 
 
 def test_double_backward_is_refused_not_wrong():
@@ -167,13 +166,25 @@ def test_double_backward_is_refused_not_wrong():
         sum((g * g).sum() for g in grads).backward()  # a gradient penalty / Hessian-vector product
 
 
-def test_a_closure_computing_in_fp32_is_refused_under_the_full_cast_policy():
-    matrix = torch.randn(3, 3)  # a captured fp32 matrix, no grad
-    with pytest.raises(FieldDtypeError, match=r"returned float32 .* args=\(\.\.\.\)"):
-        odeint(lambda t, y: y * matrix[0], torch.randn(4, 3), T5, precision="bf16")
+def test_a_closure_runs_on_cast_copies_of_what_it_captures_under_the_full_cast_policy():
+    matrix = torch.randn(3, 3)  # a captured fp32 matrix, no grad: replaced by a bf16 copy in every call
+    seen = []
+
+    def f(t, y):
+        seen.append(matrix.dtype)
+        return y @ matrix
+
+    assert torch.isfinite(odeint(f, torch.randn(4, 3), T5, precision="bf16")).all()
+    assert set(seen) == {torch.bfloat16} and matrix.dtype == torch.float32
+
+
+def test_a_closure_creating_fp32_tensors_is_refused_under_the_full_cast_policy():
+    """What the field makes itself in the default dtype cannot be substituted: refused with the way out."""
+    with pytest.raises(FieldDtypeError, match=r"returned float32 .* dtype=y\.dtype"):
+        odeint(lambda t, y: y * torch.ones(3), torch.randn(4, 3), T5, precision="bf16")
     with pytest.raises(FieldDtypeError, match="dtype error"):
-        odeint(lambda t, y: y @ matrix, torch.randn(4, 3), T5, precision="fp16")
-    final = odeint(lambda t, y: y @ matrix, torch.randn(4, 3), T5, precision="bf16", policy="autocast")
+        odeint(lambda t, y: y @ torch.eye(3), torch.randn(4, 3), T5, precision="fp16")
+    final = odeint(lambda t, y: y @ torch.eye(3), torch.randn(4, 3), T5, precision="bf16", policy="autocast")
     assert torch.isfinite(final).all()  # the autocast policy covers it
 
 

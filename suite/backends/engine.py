@@ -26,6 +26,7 @@ class EngineSolver(AbstractSolver):
         super().__init__(method, precision, scaling)
         self.scaler = AdjointScaler(self.precision.compute) if scaling == "dynamic" else None
         self.on_failure = "raise"  # "nonfinite" when a training loop skips steps instead (GradScaler-style)
+        self.memory = "states"  # what the forward keeps for the backward (suite.engine odeint's memory=)
 
     def odeint(self, func, y0, t, params=None, output="accumulate"):
         stats = SolveStats()
@@ -33,6 +34,7 @@ class EngineSolver(AbstractSolver):
         return odeint(
             func, y0, t, method=self.method, precision=self.precision, scaling=self.scaling, policy=self.policy,
             params=params, stats=stats, scaler=self.scaler, on_failure=self.on_failure, output=output,
+            memory=self.memory,
         )
 
     def final_state(self, func, y0, t, params=None):

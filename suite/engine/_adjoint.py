@@ -19,7 +19,7 @@ import torch
 
 from suite.engine._field import Binding
 from suite.engine._scaler import GIVE_UP_REASONS, ScalerExhausted
-from suite.engine._stepping import Grid, Solve, evaluate_stages
+from suite.engine._stepping import Grid, Solve
 
 __all__ = ["backward"]
 
@@ -47,21 +47,23 @@ def _flat_buffer(leaves: list[torch.Tensor], dtype: torch.dtype) -> tuple[torch.
     return flat, views
 
 
-def backward(problem: Solve, binding: Binding, grid: Grid, t, stored, grad_outputs, want_t, final_only):
+def backward(problem: Solve, binding: Binding, grid: Grid, t, source, grad_outputs, want_t, final_only):
+    """The adjoint sweep, n-1 down to 0; `source` gives each step's recorded stages (suite/engine/_memory.py)."""
     acc = problem.accumulate
     n_steps = t.shape[0] - 1
     leaves = [*binding.stage_leaves[0], *binding.shared_leaves]  # one per differentiable input
     flat, views = _flat_buffer(leaves, acc)
     finals = [g if final_only else (g[n_steps] if g is not None else None) for g in grad_outputs]
+    device = t.device
     adjoint = _Adjoint(
-        a=[(g.to(acc, copy=True) if g is not None else torch.zeros(s.shape[1:], dtype=acc, device=s.device))
-           for g, s in zip(finals, stored)],
+        a=[(g.to(acc, copy=True) if g is not None else torch.zeros(shape, dtype=acc, device=device))
+           for g, shape in zip(finals, source.shapes)],
         flat=flat, views=views,
     )
     if final_only:  # no gradient arrives at the intermediate times
         grad_outputs = [None] * len(grad_outputs)
     grad_t = torch.zeros(n_steps + 1, dtype=acc, device=t.device) if want_t else None
-    step = _Step(problem, binding, grid, stored, grad_outputs, t if want_t else None, grad_t)
+    step = _Step(problem, binding, grid, source, grad_outputs, t if want_t else None, grad_t)
     if problem.scaler is None:
         _plain_loop(step, adjoint, n_steps)
     else:
@@ -74,35 +76,28 @@ def backward(problem: Solve, binding: Binding, grid: Grid, t, stored, grad_outpu
 class _Step:
     """One step's vector-Jacobian product, on host-indexed steps."""
 
-    def __init__(self, problem: Solve, binding: Binding, grid: Grid, stored, grad_outputs, t, grad_t) -> None:
-        self.problem, self.binding, self.grid = problem, binding, grid
-        self.stored, self.grad_outputs = stored, grad_outputs
+    def __init__(self, problem: Solve, binding: Binding, grid: Grid, source, grad_outputs, t, grad_t) -> None:
+        self.problem, self.binding, self.grid, self.source = problem, binding, grid, source
+        self.grad_outputs = grad_outputs
         self.t, self.grad_t = t, grad_t
         self.state_dtype = problem.field.state_dtype
-        self.storage = problem.precision.storage
-        self.n_y = len(stored)
+        self.n_y = len(source.shapes)
         # inputs of each step's VJP after the state: every stage's own leaves, then the shared ones
         self.leaves = [x for stage in binding.stage_leaves for x in stage] + list(binding.shared_leaves)
         self.n_stages = len(binding.stage_leaves)
         self.n_stage_leaves = len(binding.stage_leaves[0])
-        self.stored_views = [x.unbind(0) for x in stored]
         self.grad_views = [g.unbind(0) if g is not None else None for g in grad_outputs]
         # grad outputs h·b_j·a are written into these compute-dtype buffers (one per component and distinct b)
-        self.seed_buffers = [[torch.empty(x.shape[1:], dtype=self.state_dtype, device=x.device)
-                              for _ in problem.plan.b_groups] for x in stored]
+        device = t.device if t is not None else grid.times[0].device
+        self.seed_buffers = [[torch.empty(shape, dtype=self.state_dtype, device=device)
+                              for _ in problem.plan.b_groups] for shape in source.shapes]
 
     def vjp(self, i: int, a: list[torch.Tensor], scale: torch.Tensor | None):
         """VJPs (scaled by `scale`) of Σ_j h b_j K_j with the adjoint a: (d/dy per component, grouped d/dleaves,
         the incoming output gradient at t_i per component, the t-part when t needs a gradient)."""
         problem, plan = self.problem, self.problem.plan
-        base = [v[i] if self.storage == self.state_dtype else v[i].to(self.state_dtype) for v in self.stored_views]
-        base = [x.detach().requires_grad_(True) for x in base]
-        coefs, times = self.grid.coefs[i], self.grid.stage_times(i)
-        t_leaves = None
-        if self.t is not None:
-            t_leaves, times, coefs = self._time_leaves(i, coefs)
-        with torch.enable_grad():
-            ks = evaluate_stages(problem, self.binding.calls, base, times, coefs)
+        recorded = self.source.step(i)
+        ks, t_leaves = recorded.ks, recorded.t_leaves
         outputs, seeds = [], []
         for k in range(self.n_y):
             scaled = a[k] if scale is None else a[k] * scale
@@ -112,12 +107,13 @@ class _Step:
                     if ks[j][k].requires_grad:
                         outputs.append(ks[j][k])
                         seeds.append(seed)
-        inputs = [*base, *self.leaves] + (list(t_leaves) if t_leaves is not None else [])
+        inputs = [*recorded.base, *self.leaves] + (list(t_leaves) if t_leaves is not None else [])
         if outputs:
-            vjps = list(_vjp(outputs, inputs, seeds))
+            vjps = list(_vjp(outputs, inputs, seeds, self.source.retains))
         else:  # no stage output depends on anything differentiable: every VJP is zero
             vjps = [None] * len(inputs)
-        problem.stats.nfe_backward += problem.tableau.n_stages
+        if not self.source.retains:
+            problem.stats.nfe_backward += problem.tableau.n_stages
         problem.stats.n_backward_attempts += 1
         n_l = len(self.leaves)
         time_part = (vjps[self.n_y + n_l:], ks) if t_leaves is not None else None
@@ -137,22 +133,6 @@ class _Step:
             pairs = [(view, v) for view, v in zip(targets, group) if v is not None]
             if pairs:
                 torch._foreach_add_([p[0] for p in pairs], [p[1] for p in pairs])
-
-    def _time_leaves(self, i: int, coefs):
-        """t_i and h as leaves, with the stage times and h·a in the graph (only when t needs a gradient)."""
-        problem = self.problem
-        acc = problem.accumulate
-        c, a, _ = problem.tableau.floats()
-        pair = self.t[i: i + 2].detach().to(acc)
-        t_i = pair[0].detach().requires_grad_(True)
-        h = (pair[1] - pair[0]).detach().requires_grad_(True)
-        with torch.enable_grad():
-            times = [(t_i + cj * h).to(self.state_dtype) for cj in c]
-            new = list(coefs)
-            for j, terms in enumerate(problem.plan.stage_terms):
-                for l, col in terms:
-                    new[col] = h * a[j][l]
-        return (t_i, h), times, new
 
     def time_gradient(self, i: int, time_part, a, scale, ok=None):
         """Add dL/dt_i and dL/dt_{i+1} of this step to grad_t (the update's own h-dependence included)."""
@@ -184,10 +164,10 @@ def _engine_vjp():
     except (ImportError, AttributeError):  # pragma: no cover - other torch builds
         engine = None
 
-    def vjp(outputs, inputs, seeds):
+    def vjp(outputs, inputs, seeds, retain: bool = False):
         if engine is None:
-            return torch.autograd.grad(outputs, inputs, seeds, allow_unused=True)
-        return engine.run_backward(tuple(outputs), tuple(seeds), False, False, tuple(inputs), True, False)
+            return torch.autograd.grad(outputs, inputs, seeds, retain_graph=retain, allow_unused=True)
+        return engine.run_backward(tuple(outputs), tuple(seeds), retain, False, tuple(inputs), True, False)
 
     return vjp
 
@@ -209,14 +189,14 @@ def _plain_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
                 adjoint.a[k].add_(grads[k])
         if adjoint.views:
             step.accumulate(adjoint.views, d_p)
+        step.source.release(i)
 
 
 def _dynamic_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
     """scaling="dynamic": optimistic rounds, one host sync per round, a retry where an attempt overflowed."""
     problem, stats = step.problem, step.problem.stats
-    device = step.stored[0].device
-    finite = torch.stack([torch.isfinite(x).all() for x in step.stored]).all()
-    scaler = problem.scaler.start(device, problem.accumulate, n_steps, finite)
+    device = step.source.device
+    scaler = problem.scaler.start(device, problem.accumulate, n_steps, step.source.finite())
     zero = torch.zeros((), dtype=problem.accumulate, device=device)
     if adjoint.flat is not None:
         adjoint.step_flat, adjoint.step_views = _flat_buffer(
@@ -233,9 +213,13 @@ def _dynamic_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
         stats.scale_min, stats.scale_max = state.scale_min, state.scale_max
         stats.scale_final, stats.headroom_final = state.scale_final, state.headroom
         if state.go:
+            for i in range(position, position - count, -1):
+                step.source.release(i)
             position -= count
             length = max(2 * length, 1)  # back to long rounds while nothing overflows
             continue
+        for i in range(position, position - state.accepted, -1):
+            step.source.release(i)
         position -= state.accepted  # the step that overflowed
         consecutive = consecutive + 1 if position == failed_at else 1
         failed_at = position

@@ -24,6 +24,8 @@ from torch.autograd.function import once_differentiable
 
 from suite.engine._adjoint import backward
 from suite.engine._field import POLICIES, Binding, FieldCall
+from suite.engine._memory import Kept, Recompute, Segments, advance, quantized, record_step
+from suite.engine._memory_setting import MEMORY_SETTINGS, MemoryPlan, parse_memory
 from suite.engine._scaler import AdjointScaler
 from suite.engine._stats import SolveStats
 from suite.engine._step import StateSpec
@@ -31,7 +33,7 @@ from suite.engine._stepping import Plan, Solve, evaluate_stages
 from suite.engine._tableau import ButcherTableau, get_method
 from suite.precision import Precision, get_precision
 
-__all__ = ["odeint", "ENGINE_SCALINGS", "OUTPUTS", "ON_FAILURE"]
+__all__ = ["odeint", "ENGINE_SCALINGS", "OUTPUTS", "ON_FAILURE", "MEMORY_SETTINGS"]
 
 ENGINE_SCALINGS = ("none", "dynamic")
 OUTPUTS = ("accumulate", "storage", "final")
@@ -46,63 +48,128 @@ class _OdeintFunction(torch.autograd.Function):
         ys = tensors[:n_y]
         n_steps = t.shape[0] - 1
         acc, storage = problem.accumulate, problem.precision.storage
-        state_dtype = problem.field.state_dtype
-        stored = [torch.empty((n_steps + 1, *y.shape), dtype=storage, device=y.device) for y in ys]
+        memory = problem.memory
         final_only = problem.output == "final"
         separate_output = problem.output == "accumulate" and storage != acc
+        # the 16-bit trajectory: kept for the backward under memory="states", returned with output="storage"
+        # (or when storage is the accumulation dtype); otherwise never allocated
+        keep_stored = memory.kind == "states" or (not final_only and not separate_output)
+        stored = [torch.empty((n_steps + 1, *y.shape), dtype=storage, device=y.device) for y in ys] \
+            if keep_stored else None
         outputs = [torch.empty((n_steps + 1, *y.shape), dtype=acc, device=y.device) for y in ys] \
             if separate_output else stored
-        binding: Binding = problem.field.bind(for_backward=False)
+        grid = problem.grid
+        want_t = ctx.needs_input_grad[1]
+        recording = memory.kind == "stages" and problem.grad_wanted
+        # memory="stages" evaluates on the backward's per-stage leaves, recording (the probe's binding only
+        # served the probe); the other settings evaluate on the probe's binding, without autograd
+        binding: Binding = problem.field.bind(for_backward=True, n_stages=problem.tableau.n_stages,
+                                              private_buffers=False) if recording else problem.binding
+        every = memory.interval(n_steps) if memory.kind == "checkpoint" else 0
+        checkpoints: list[list[torch.Tensor]] = []
+        kept: list = []
         with problem.modes(), binding.context:
-            grid = problem.plan.grid(problem.tableau, t, acc, state_dtype)
             y_high = [y.detach().to(acc, copy=True) for y in ys]
-            stored_views = [x.unbind(0) for x in stored]
+            stored_views = [x.unbind(0) for x in stored] if stored is not None else None
             output_views = [o.unbind(0) for o in outputs] if separate_output else None
-            for k in range(n_y):
-                stored_views[k][0].copy_(y_high[k])
-                if output_views:
-                    output_views[k][0].copy_(y_high[k])
-            b_columns = problem.plan.b_columns
-            for i in range(n_steps):
-                base = [sv[i] if storage == state_dtype else sv[i].to(state_dtype) for sv in stored_views]
-                coefs = grid.coefs[i]
-                ks = evaluate_stages(problem, binding.calls, base, grid.stage_times(i), coefs,
-                             first_call=i == 0 and not problem.field.checked)
-                for j, col in enumerate(b_columns):
-                    if col is not None:
-                        for k in range(n_y):
-                            y_high[k].add_(ks[j][k], alpha=coefs[col])
+
+            def write(i: int) -> None:
                 for k in range(n_y):
-                    stored_views[k][i + 1].copy_(y_high[k])
-                    if output_views:
-                        output_views[k][i + 1].copy_(y_high[k])
+                    if stored_views is not None:
+                        stored_views[k][i].copy_(y_high[k])
+                    if output_views is not None:
+                        output_views[k][i].copy_(y_high[k])
+
+            write(0)
+            for i in range(n_steps):
+                if every and i % every == 0:
+                    checkpoints.append([y.clone() for y in y_high])
+                if stored_views is not None:
+                    base = [sv[i] if storage == problem.field.state_dtype else sv[i].to(problem.field.state_dtype)
+                            for sv in stored_views]
+                else:
+                    base = quantized(problem, y_high)
+                if recording:  # own copies of the state: the trajectory's views are written on
+                    step = record_step(problem, binding.calls, [b.clone() if stored_views is not None else b
+                                                                for b in base], grid, i, t if want_t else None)
+                    kept.append(step)
+                    ks = step.ks
+                else:
+                    ks = evaluate_stages(problem, binding.calls, base, grid.stage_times(i), grid.coefs[i],
+                                         first=problem.first_stage if i == 0 else None)
+                advance(problem, y_high, ks, grid.coefs[i])
+                write(i + 1)
         binding.write_back()
+        problem.binding = problem.first_stage = None
         problem.stats.n_steps = n_steps
         problem.stats.nfe_forward += n_steps * problem.tableau.n_stages
+        problem.stats.memory = str(memory)
         ctx.problem = problem
         ctx.grid = grid
-        ctx.save_for_backward(t, *stored)
+        ctx.n_y = n_y
+        if memory.kind == "states":
+            ctx.save_for_backward(t, *stored)
+        elif memory.kind == "checkpoint":
+            ctx.save_for_backward(t, *(x for c in checkpoints for x in c))
+            ctx.every = every
+        else:
+            ctx.save_for_backward(t)
+            ctx.kept, ctx.binding = kept, binding  # the recorded graphs hold the activations
         ctx.input_dtypes = [x.dtype for x in tensors]
         ctx.final_only = final_only
         if final_only:
             return tuple(y_high)
-        return tuple(stored if not separate_output else outputs)
+        return tuple(outputs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grad_outputs: torch.Tensor | None):
         problem: Solve = ctx.problem
-        t, *stored = ctx.saved_tensors
-        n_y = len(stored)
+        t, *saved = ctx.saved_tensors
+        n_y, kind = ctx.n_y, problem.memory.kind
+        n_steps = t.shape[0] - 1
         want_t = ctx.needs_input_grad[1]
-        binding = problem.field.bind(for_backward=True, n_stages=problem.tableau.n_stages)
+        if kind == "stages":
+            binding = ctx.binding
+        else:
+            binding = problem.field.bind(for_backward=True, n_stages=problem.tableau.n_stages)
         with problem.modes(), binding.context:
-            grads_y, grads_p, grad_t = backward(problem, binding, ctx.grid, t, stored, list(grad_outputs), want_t,
+            if kind == "stages":
+                source = Kept(problem, binding.calls, ctx.grid, ctx.kept, t if want_t else None)
+            elif kind == "states":
+                source = Recompute(problem, binding.calls, ctx.grid, saved, t if want_t else None)
+            elif kind == "checkpoint":
+                checkpoints = [saved[k: k + n_y] for k in range(0, len(saved), n_y)]
+                source = Segments(problem, binding.calls, ctx.grid, checkpoints, ctx.every, n_steps,
+                                  t if want_t else None)
+            grads_y, grads_p, grad_t = backward(problem, binding, ctx.grid, t, source, list(grad_outputs), want_t,
                                                  ctx.final_only)
         out_y = [g.to(dt) for g, dt in zip(grads_y, ctx.input_dtypes[:n_y])]
         out_p = [g.to(dt) if g is not None else None for g, dt in zip(grads_p, ctx.input_dtypes[n_y:])]
         return (None, grad_t.to(t.dtype) if grad_t is not None else None, *out_y, *out_p)
 
+
+def _prepare(problem: Solve, t: torch.Tensor) -> None:
+    """Before the autograd function: the grid, the forward's binding and its first stage, f(t0, Q(y0)).
+
+    That first evaluation is the probe that finds the tensors the field captures, which must be inputs of
+    the autograd function to receive gradients; it is computed exactly as the forward would (the stored,
+    quantized state in the field's state dtype), and the forward uses it as its first stage."""
+    acc, storage = problem.accumulate, problem.precision.storage
+    state_dtype = problem.field.state_dtype
+    problem.grid = problem.plan.grid(problem.tableau, t, acc, state_dtype)
+    # under memory="stages" the forward re-evaluates this stage while recording: the probe then must not
+    # update the caller's buffers (BatchNorm statistics) a second time
+    binding = problem.field.bind(for_backward=False, private_buffers=problem.memory.kind == "stages")
+    with problem.modes(), binding.context:
+        base = []
+        for y in problem.spec.flat:
+            stored = y.detach().to(acc).to(storage)
+            base.append(stored if storage == state_dtype else stored.to(state_dtype))
+        time = problem.grid.stage_times(0)[0]
+        out = problem.field.probe(binding, time, problem.spec.pack(base), problem.grad_wanted)
+    problem.binding = binding
+    problem.first_stage = problem.spec.unpack(out, "func output at stage 0")
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -135,6 +202,7 @@ def odeint(
     on_failure: str = "raise",
     stats: SolveStats | None = None,
     max_retries: int = 40,
+    memory: str | MemoryPlan = "states",
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Integrate dy/dt = func(t, y) on the fixed grid `t`; differentiate by the discrete adjoint.
 
@@ -167,6 +235,11 @@ def odeint(
             gradients, as GradScaler does, so a training loop can skip the step).
         stats: a fresh `SolveStats` to receive counts and the scaling history of this solve.
         max_retries: halvings of the scale allowed at one step before the backward gives up.
+        memory: what the forward keeps for the backward (the same gradients, to rounding, in every setting):
+            "states" (default: the trajectory in the storage dtype; the backward re-evaluates each step's
+            stages), "stages" (every stage's activations, recorded: nothing re-evaluated, the most memory),
+            "checkpoint:K" (every K-th state in the accumulation dtype, each segment re-run forward and
+            recorded in the backward: O(n/K + K) states; "checkpoint" alone takes K = ⌈√n⌉).
 
     Returns:
         The trajectory with y0's structure, each component of shape (len(t), *y0.shape) (torchdiffeq's
@@ -205,14 +278,16 @@ def odeint(
             scaler = AdjointScaler(prec.compute, max_retries=max_retries)
     else:
         scaler = None
+    memory_plan = parse_memory(memory)
     field_call = FieldCall(func, policy=policy, compute=prec.compute, accumulate=acc, params=params, args=args,
                            device=device)
     problem = Solve(
         field=field_call, spec=spec, tableau=tableau, precision=prec, accumulate=acc, scaler=scaler,
         stats=stats if stats is not None else SolveStats(), output=output, on_failure=on_failure,
-        grad_wanted=torch.is_grad_enabled(), device=device,
+        grad_wanted=torch.is_grad_enabled(), device=device, memory=memory_plan,
     )
     problem.plan = Plan.of(tableau)
     problem.stats.policy = policy
+    _prepare(problem, t)
     traj = _OdeintFunction.apply(problem, t, *spec.flat, *field_call.diff_inputs)
     return spec.pack(traj)

@@ -27,6 +27,7 @@ class SolveStats:
     headroom_final: float | None = None
     gave_up: str | None = None
     policy: str = "cast"
+    memory: str = "states"
     backward_done: bool = False
     notes: list[str] = field(default_factory=list)
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from suite.engine._field import FieldCall
+from suite.engine._field import Binding, FieldCall
+from suite.engine._memory_setting import MemoryPlan
 from suite.engine._scaler import AdjointScaler
 from suite.engine._stats import SolveStats
 from suite.engine._step import StateSpec
@@ -35,7 +36,11 @@ class Solve:
     on_failure: str
     grad_wanted: bool
     device: torch.device
+    memory: MemoryPlan = field(default_factory=lambda: MemoryPlan("states"))
     plan: Plan = field(init=False)
+    grid: Grid = field(init=False)
+    binding: Binding | None = field(default=None, init=False)  # the forward's, until it has run
+    first_stage: list[torch.Tensor] | None = field(default=None, init=False)
 
     def modes(self) -> contextlib.ExitStack:
         """The numerical mode, whatever the caller's autocast/TF32 state (autocast is the field's business)."""
@@ -116,9 +121,13 @@ class Grid:
 
 
 def evaluate_stages(problem: Solve, calls: Sequence[Callable], base: list[torch.Tensor], times: Sequence[torch.Tensor],
-            coefs: Sequence[torch.Tensor], first_call: bool = False) -> list[list[torch.Tensor]]:
+            coefs: Sequence[float], first: list[torch.Tensor] | None = None,
+            deltas: Sequence[torch.Tensor | None] | None = None) -> list[list[torch.Tensor]]:
     """K_j for every stage from the base state (one list of components per stage); `calls` has one entry
-    per stage (the backward's per-stage parameter leaves) or a single one."""
+    per stage (the backward's per-stage parameter leaves) or a single one. `first`: the first stage,
+    already evaluated (the forward's first step: the probe's output); the step's outputs are then checked
+    against the state's structure. `deltas`: per coefficient, a zero carrying its dependence on the step
+    size (when t needs a gradient), so the values stay the forward's."""
     spec, plan = problem.spec, problem.plan
     per_stage = len(calls) > 1
     ks: list[list[torch.Tensor]] = []
@@ -127,18 +136,17 @@ def evaluate_stages(problem: Solve, calls: Sequence[Callable], base: list[torch.
             stage = []
             for comp, y in enumerate(base):
                 for l, col in terms:
-                    coef = coefs[col]
-                    y = torch.addcmul(y, ks[l][comp], coef) if isinstance(coef, torch.Tensor) else \
-                        torch.add(y, ks[l][comp], alpha=coef)
+                    y = torch.add(y, ks[l][comp], alpha=coefs[col])
+                    if deltas is not None and deltas[col] is not None:
+                        y = y + ks[l][comp] * deltas[col].to(y.dtype)
                 stage.append(y)
         else:
             stage = base
-        packed = spec.pack(stage)
+        if first is not None and j == 0:
+            ks.append(first)
+            continue
         call = calls[j] if per_stage else calls[0]
-        if first_call and j == 0:
-            out = problem.field.checked_call(call, times[j], packed, problem.grad_wanted)
-        else:
-            out = call(times[j], packed)
-        ks.append(spec.unpack(out, f"func output at stage {j}") if first_call else
+        out = call(times[j], spec.pack(stage))
+        ks.append(spec.unpack(out, f"func output at stage {j}") if first is not None else
                   (list(out) if spec.is_tuple else [out]))
     return ks
