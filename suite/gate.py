@@ -105,11 +105,15 @@ class GateResult:
 
 
 def cell_key(record: dict) -> tuple:
-    return tuple(record[k] for k in KEY_FIELDS)
+    """The key fields, then the engine memory setting when it is not the default (records and baselines
+    from before the knob have none: they are "states")."""
+    memory = record.get("memory_setting", "states")
+    return tuple(record[k] for k in KEY_FIELDS) + (() if memory == "states" else (f"mem={memory}",))
 
 
 def _key_text(key: tuple) -> str:
-    return "/".join(str(v) if k not in ("steps", "seed") else f"{k}={v}" for k, v in zip(KEY_FIELDS, key))
+    text = "/".join(str(v) if k not in ("steps", "seed") else f"{k}={v}" for k, v in zip(KEY_FIELDS, key))
+    return "/".join([text, *key[len(KEY_FIELDS):]])
 
 
 def _number(value) -> float:

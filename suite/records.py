@@ -132,7 +132,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "device": (str,), "status": (str,), "reason": (str,), "metrics": (dict,), "timing": (dict,), "memory": (dict,),
     "env": (dict,), "spec_hash": (str,), "inputs": (dict,), "stats": (dict,), "extra": (dict,),
     "artifacts": (dict,), "params": (dict,), "traceback": (str, type(None)), "spec": (dict,),
-    "started_at": (str,), "record_id": (str,), "executor": (dict,),
+    "started_at": (str,), "record_id": (str,), "executor": (dict,), "memory_setting": (str,),
 }
 _TYPE_NAMES = {int: "an integer", str: "a string", dict: "an object", type(None): "null"}
 _NONFINITE_STRINGS = {"inf", "-inf", "nan"}

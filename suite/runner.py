@@ -144,10 +144,22 @@ def unsupported_reason(cell: Cell, check_device: bool = True) -> str | None:
     """
     task = get_task(cell.task)
     device_problem = _device_problem(cell.device) if check_device else None
-    return device_problem or _precision_problem(cell) or get_backend(cell.backend).unsupported_reason(
+    return device_problem or _precision_problem(cell) or _memory_problem(cell) or get_backend(
+        cell.backend).unsupported_reason(
         method=cell.method, precision=cell.precision, scaling=cell.scaling, device=cell.device,
         tuple_state=task.tuple_state, kind=task.kind,
     )
+
+
+def _memory_problem(cell: Cell) -> str | None:
+    """A memory setting other than the default needs a backend that has the knob (the engine's ODE solver)."""
+    if cell.memory == "states":
+        return None
+    backend = get_backend(cell.backend)
+    if not backend.caps.memory_settings or get_task(cell.task).kind != "ode":
+        return (f"{cell.backend} has no memory setting {cell.memory!r}: only the engine's ODE solver takes "
+                "memory= (other backends keep what autograd or their adjoint keeps)")
+    return None
 
 
 def cell_inputs(cell: Cell) -> dict[str, str]:
@@ -183,6 +195,8 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
     device = torch.device(cell.device)
     precision = get_precision(cell.precision)
     solver = backend.solver(cell.method, cell.precision, cell.scaling)
+    if cell.memory != "states":
+        solver.memory = cell.memory
     if cell.on_overflow == "skip":
         solver.on_failure = "nonfinite"  # the engine hands back NaN gradients; the training loop skips the step
     ctx = CellContext(
@@ -225,7 +239,7 @@ def record_header(cell: Cell, run_id: str, inputs: dict, env: dict) -> dict:
         "schema": SCHEMA, "run_id": run_id, "cell_id": cell.cell_id, "task": cell.task,
         "variant": cell.variant, "backend": cell.backend, "method": cell.method, "steps": cell.steps,
         "precision": cell.precision, "scaling": cell.scaling, "seed": cell.seed, "profile": cell.profile,
-        "device": cell.device, "spec_hash": cell.spec_hash,
+        "device": cell.device, "spec_hash": cell.spec_hash, "memory_setting": cell.memory,
         "spec": {"path": cell.spec_path, "sha256": cell.spec_sha256},
         "inputs": inputs, "params": cell.params.model_dump(mode="json"), "env": env,
     }

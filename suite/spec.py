@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from suite.backends import BACKENDS
+from suite.engine import parse_memory
 from suite.precision import PRECISIONS
 from suite.scaling import SCALINGS
 from suite.tasks import TASKS, TaskParams, scale_fields
@@ -32,7 +33,7 @@ __all__ = [
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 REQUIRED_PROFILES = ("smoke", "paper")
-AXES = ("variant", "backend", "method", "steps", "precision", "scaling", "seed")
+AXES = ("variant", "backend", "method", "steps", "precision", "scaling", "memory", "seed")
 # Variant and profile names become parts of cell ids, run ids and file names: one safe path component.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 NAME_RULE = "letters, digits, '_', '.', '+' and '-', starting with a letter or digit, at most 64 characters"
@@ -81,6 +82,11 @@ def _check_names(values: list[str], registry, axis: str) -> list[str]:
     return values
 
 
+def _check_memory(values: list[str]) -> list[str]:
+    """Each a memory setting the engine knows, written canonically ('checkpoint:08' is 'checkpoint:8')."""
+    return [str(parse_memory(v)) for v in values]
+
+
 def _check_methods(values: list[str]) -> list[str]:
     allowed = known_methods()
     for v in values:
@@ -95,11 +101,18 @@ class SolverSpec(_Strict):
     on_overflow: Literal["fail", "skip"] = Field(
         "fail", description="training cells: a non-finite gradient ends the cell (fail) or skips that "
         "optimizer step and counts it (skip, as GradScaler does)")
+    memory: str = Field("states", description="what the engine keeps for the backward: states, stages, "
+                        "checkpoint or checkpoint:K (other backends run only states, their own way)")
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
         return _check_methods([v])[0]
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        return _check_memory([v])[0]
 
 
 class MatrixSpec(_Strict):
@@ -110,12 +123,18 @@ class MatrixSpec(_Strict):
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
     method: list[str] | None = Field(None, min_length=1, description="default: [solver.method]")
     steps: list[int] | None = Field(None, min_length=1, description="default: [solver.steps]")
+    memory: list[str] | None = Field(None, min_length=1, description="default: [solver.memory]")
     exclude: list[dict[str, str | int | list[str] | list[int]]] = Field(default_factory=list)
 
-    @field_validator("variant", "backend", "precision", "scaling", "seed", "method", "steps")
+    @field_validator("variant", "backend", "precision", "scaling", "seed", "method", "steps", "memory")
     @classmethod
     def _unique(cls, v, info):
         return _check_unique(v, f"matrix.{info.field_name}")
+
+    @field_validator("memory")
+    @classmethod
+    def _memories(cls, v):
+        return v if v is None else _check_memory(v)
 
     @field_validator("method")
     @classmethod
@@ -204,6 +223,7 @@ class Cell:
     profile: str
     device: str
     params: TaskParams = field(compare=False, hash=False)
+    memory: str = "states"  # the engine's memory setting (named in the id only when not the default)
     spec_hash: str = ""
     timeout_s: float | None = None
     on_overflow: str = "fail"
@@ -212,9 +232,10 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
+        memory = [] if self.memory == "states" else [f"mem={self.memory}"]
         return "/".join(
             [self.task, self.variant, self.backend, self.method, f"N={self.steps}", self.precision, self.scaling,
-             f"seed={self.seed}", self.profile]
+             *memory, f"seed={self.seed}", self.profile]
         )
 
 
@@ -255,12 +276,16 @@ class TaskSpec:
         merged = {**self.file.params, **self.file.variants[variant], **self.file.profiles[profile].params}
         return _strict(task.Params, merged)
 
-    def spec_hash(self, variant: str, profile: str, method: str, steps: int) -> str:
-        """Hash of what determines a cell's numbers: the resolved params, method and steps."""
+    def spec_hash(self, variant: str, profile: str, method: str, steps: int, memory: str = "states") -> str:
+        """Hash of what determines a cell's numbers: the resolved params, method, steps (and the memory
+        setting when it is not the default, so that records from before the knob keep their hashes)."""
+        solver = {"method": method, "steps": steps, "on_overflow": self.file.solver.on_overflow}
+        if memory != "states":
+            solver["memory"] = memory
         payload = {
             "task": self.task,
             "params": self.params_for(variant, profile).model_dump(mode="json"),
-            "solver": {"method": method, "steps": steps, "on_overflow": self.file.solver.on_overflow},
+            "solver": solver,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -389,7 +414,7 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
             problems.append(("matrix.variant", f"unknown variant {v!r}; defined: {', '.join(f.variants)}"))
     axis_values = {
         "variant": list(f.variants), "backend": BACKENDS.names(), "precision": PRECISIONS.names(),
-        "scaling": SCALINGS.names(), "method": known_methods(),
+        "scaling": SCALINGS.names(), "method": known_methods(), "memory": f.matrix.memory or [f.solver.memory],
     }
     rule_sets = [("matrix.exclude", f.matrix.exclude)]
     rule_sets += [(f"profiles.{name}.exclude", prof.exclude) for name, prof in f.profiles.items()]
@@ -445,17 +470,20 @@ def expand(spec: TaskSpec, profile: str) -> list[Cell]:
     cells = []
     methods = f.matrix.method or [f.solver.method]
     steps_list = f.matrix.steps or [f.solver.steps]
-    for variant, backend, method, steps, precision, scaling, seed in itertools.product(
-        f.matrix.variant, f.matrix.backend, methods, steps_list, f.matrix.precision, f.matrix.scaling, seeds
+    memories = f.matrix.memory or [f.solver.memory]
+    for variant, backend, method, steps, precision, scaling, memory, seed in itertools.product(
+        f.matrix.variant, f.matrix.backend, methods, steps_list, f.matrix.precision, f.matrix.scaling, memories,
+        seeds,
     ):
         axes = {"variant": variant, "backend": backend, "method": method, "steps": steps, "precision": precision,
-                "scaling": scaling, "seed": seed}
+                "scaling": scaling, "memory": memory, "seed": seed}
         if _excluded(axes, f.matrix.exclude) or _excluded(axes, prof.exclude):
             continue
         cells.append(Cell(
             task=f.task, variant=variant, backend=backend, method=method, steps=steps,
             precision=precision, scaling=scaling, seed=seed, profile=profile, device=prof.device,
-            params=spec.params_for(variant, profile), spec_hash=spec.spec_hash(variant, profile, method, steps),
+            params=spec.params_for(variant, profile), memory=memory,
+            spec_hash=spec.spec_hash(variant, profile, method, steps, memory),
             timeout_s=prof.timeout_s, spec_path=str(spec.path), spec_sha256=spec.sha256,
             on_overflow=f.solver.on_overflow,
         ))

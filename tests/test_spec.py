@@ -68,7 +68,7 @@ def test_stiff_matrix_is_the_issue_matrix():
          r"profiles\.smoke\.params\.T: a profile may change scale knobs only; allowed: repeats"),
         ('{ backend = ["engine", "engine-autocast"], scaling = "grad" }', '{ backend = "engine", scalling = "grad" }',
          r"matrix\.exclude\.0\.scalling: unknown axis; allowed: variant, backend, method, steps, precision, "
-         r"scaling, seed"),
+         r"scaling, memory, seed"),
         ('device = "cuda"', 'device = "gpu"', r"profiles\.paper\.device: Input should be 'cpu' or 'cuda'"),
         ("[profiles.paper]", "[profiles.papper]", r"profiles\.paper: required profile is missing"),
     ],

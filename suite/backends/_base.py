@@ -30,6 +30,7 @@ class Capabilities:
     notes: tuple[str, ...] = field(default_factory=tuple)
     sde_methods: frozenset[str] = frozenset()  # SDE schemes, for tasks of kind "sde"
     sde_scalings: frozenset[str] = frozenset({"none"})
+    memory_settings: bool = False  # takes memory= (states, stages, checkpoint:K): the engine's ODE solver
 
     def for_kind(self, kind: str) -> tuple[frozenset[str], frozenset[str]]:
         """(methods, scalings) a backend offers for ODE or SDE tasks."""

@@ -70,6 +70,7 @@ _CAPS = Capabilities(
     scalings=frozenset(ENGINE_SCALINGS),
     gradient="discretize-then-optimize (discrete adjoint, recomputed per step; SDEs: autograd through steps)",
     sde_methods=frozenset(SDE_METHODS),
+    memory_settings=True,
 )
 
 

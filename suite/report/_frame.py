@@ -26,6 +26,10 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         row = {k: r[k] for k in AXIS_COLUMNS}
+        # a non-default engine memory setting is part of the solver's name in every table and figure
+        row["memory_setting"] = r.get("memory_setting", "states")
+        if row["memory_setting"] != "states":
+            row["backend"] = f"{r['backend']} [{row['memory_setting']}]"
         row.update({"status": r["status"], "reason": r["reason"], "run_id": r["run_id"], "cell_id": r["cell_id"]})
         row.update({f"metric:{k}": _number(v) for k, v in r["metrics"].items()})
         row.update({f"timing:{k}": _number(v) for k, v in r["timing"].items()})
