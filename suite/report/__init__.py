@@ -10,6 +10,7 @@ import pandas as pd
 from suite.records import FAILED_STATUSES, RecordsError, read_records
 from suite.report._curves import learning_curve_figures, time_to_target_table
 from suite.report._frame import records_frame
+from suite.report._frontier import FRONTIER_NOTE, FRONTIER_TITLE, frontier_figure, frontier_table
 from suite.report._html import TaskSection, render_html
 from suite.report._layouts import notes_for, table_for
 from suite.report._plots import PLOTS
@@ -166,6 +167,14 @@ def _task_sections(records: list[dict], frame: pd.DataFrame, out: Path, run_dir:
             extra_tables.append((TIME_TO_TARGET_TITLE, TIME_TO_TARGET_NOTE, ttt))
             section += [f"### {TIME_TO_TARGET_TITLE}", "", TIME_TO_TARGET_NOTE, "",
                         ttt.to_markdown(index=False, disable_numparse=True), ""]
+        frontier = frontier_table(sub)
+        if not frontier.empty:
+            (out / f"{task}-memory-vs-time.csv").write_text(frontier.to_csv(index=False))
+            files.append(out / f"{task}-memory-vs-time.csv")
+            extra_tables.append((FRONTIER_TITLE, FRONTIER_NOTE, frontier))
+            section += [f"### {FRONTIER_TITLE}", "", FRONTIER_NOTE, "",
+                        frontier.to_markdown(index=False, disable_numparse=True), ""]
+            figures += frontier_figure(task, sub, out)
         section += [f"![{p.stem}]({p.name})" for p in figures]
         section.append(_failures_section(failures))
         (out / f"{task}.md").write_text("\n".join(section) + "\n")
