@@ -200,12 +200,14 @@ def test_damaged_cell_record_is_set_aside_with_a_warning(tmp_path):
 def test_status_follows_a_live_in_process_run_and_watch_returns_when_it_ends(tmp_path):
     spec = str(DATA / "executor-stiff.toml")
     cmd = [sys.executable, "-m", "suite", "run", "--spec", spec, "--out", "run"]
-    run = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "CTBENCH_TEST_SLOW_S": "1.5"},
+    release = tmp_path / "release"  # the first cell waits for it: the run is live while status looks
+    run = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "CTBENCH_TEST_HOLD": str(release)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not list((tmp_path / "run" / "cells").glob("*.running.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     live = _ctbench("status", "run", cwd=tmp_path)
+    release.touch()
     assert live.returncode == 0, live.stderr
     assert "running" in live.stdout and "inprocess:" in live.stdout and "queued" in live.stdout
     watched = _ctbench("status", "run", "--watch", "--interval", "0.3", cwd=tmp_path)
