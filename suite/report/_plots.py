@@ -59,6 +59,37 @@ def stiff_plot(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     return paths
 
 
+TRUE_DENSITY = "true p(x)\n(exact)"
+
+
+def _true_density(ax, dataset: str, cells: pd.DataFrame, run_dir: Path, title: bool) -> None:
+    """The data density itself (suite/references/toy2d_entropy.py), on the grid of the learned ones."""
+    import numpy as np
+
+    from suite.references.toy2d_entropy import log_density
+
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(TRUE_DENSITY, fontsize=6)
+    ax.set_ylabel(dataset, fontsize=7)
+    paths = [p for p in cells.get("artifact:density", pd.Series(dtype=object)) if isinstance(p, str)
+             and (run_dir / p).exists()]
+    if not paths:
+        ax.axis("off")
+        return
+    data = np.load(run_dir / paths[0])
+    x0, x1, y0, y1 = (float(v) for v in data["extent"])
+    n = data["log_density"].shape[0]
+    xs, ys = np.meshgrid(np.linspace(x0, x1, n), np.linspace(y0, y1, n))
+    try:
+        logp = log_density(dataset, np.stack([xs.ravel(), ys.ravel()], 1)).reshape(n, n)
+    except ValueError:  # a variant that is not one of the toy generators: nothing exact to draw
+        ax.axis("off")
+        return
+    ax.imshow(np.exp(logp), origin="lower", extent=(x0, x1, y0, y1), cmap="magma")
+
+
 @PLOTS.register("cnf-2d")
 def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Learned densities: one row per dataset, one column per precision × scaling × backend."""
@@ -70,11 +101,12 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
         return []
     cells["config"] = cells["precision"] + " " + cells["scaling"] + "\n" + cells["backend"]
     datasets = list(dict.fromkeys(cells["variant"]))
-    configs = list(dict.fromkeys(cells["config"]))
+    configs = [TRUE_DENSITY, *dict.fromkeys(cells["config"])]
     fig, axes = plt.subplots(len(datasets), len(configs), figsize=(1.6 * len(configs), 1.7 * len(datasets)),
                              squeeze=False)
     for i, dataset in enumerate(datasets):
-        for j, config in enumerate(configs):
+        _true_density(axes[i][0], dataset, cells[cells["variant"] == dataset], run_dir, i == 0)
+        for j, config in enumerate(configs[1:], start=1):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -94,7 +126,7 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
                 continue
             data = np.load(run_dir / path)
             ax.imshow(np.exp(data["log_density"]), origin="lower", extent=tuple(data["extent"]), cmap="magma")
-    fig.suptitle("cnf-2d: learned densities (fp32 evaluation)", fontsize=9)
+    fig.suptitle("cnf-2d: the data density and the learned ones (fp32 evaluation)", fontsize=9)
     fig.tight_layout()
     target = out_dir / "cnf-2d-densities.png"
     fig.savefig(target, dpi=110)
