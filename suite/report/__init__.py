@@ -160,21 +160,17 @@ def _task_sections(records: list[dict], frame: pd.DataFrame, out: Path, run_dir:
         section = [f"## {task}", ""] + ([f"> {pipeline}", ""] if pipeline else []) + [md, ""]
         section += [*notes, ""] if notes else []
         extra_tables = []
-        ttt = time_to_target_table(task_records)
-        if not ttt.empty:
-            (out / f"{task}-time-to-target.csv").write_text(ttt.to_csv(index=False))
-            files.append(out / f"{task}-time-to-target.csv")
-            extra_tables.append((TIME_TO_TARGET_TITLE, TIME_TO_TARGET_NOTE, ttt))
-            section += [f"### {TIME_TO_TARGET_TITLE}", "", TIME_TO_TARGET_NOTE, "",
-                        ttt.to_markdown(index=False, disable_numparse=True), ""]
-        frontier = frontier_table(sub)
-        if not frontier.empty:
-            (out / f"{task}-memory-vs-time.csv").write_text(frontier.to_csv(index=False))
-            files.append(out / f"{task}-memory-vs-time.csv")
-            extra_tables.append((FRONTIER_TITLE, FRONTIER_NOTE, frontier))
-            section += [f"### {FRONTIER_TITLE}", "", FRONTIER_NOTE, "",
-                        frontier.to_markdown(index=False, disable_numparse=True), ""]
-            figures += frontier_figure(task, sub, out)
+        for suffix, title, note, extra in (
+            ("time-to-target", TIME_TO_TARGET_TITLE, TIME_TO_TARGET_NOTE, time_to_target_table(task_records)),
+            ("memory-vs-time", FRONTIER_TITLE, FRONTIER_NOTE, frontier_table(sub)),
+        ):
+            if extra.empty:
+                continue
+            (out / f"{task}-{suffix}.csv").write_text(extra.to_csv(index=False))
+            files.append(out / f"{task}-{suffix}.csv")
+            extra_tables.append((title, note, extra))
+            section += [f"### {title}", "", note, "", extra.to_markdown(index=False, disable_numparse=True), ""]
+        figures += frontier_figure(task, sub, out)
         section += [f"![{p.stem}]({p.name})" for p in figures]
         section.append(_failures_section(failures))
         (out / f"{task}.md").write_text("\n".join(section) + "\n")
