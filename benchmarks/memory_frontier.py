@@ -29,6 +29,7 @@ import torch
 from suite.backends import get_backend
 from suite.measure import synchronize
 from suite.models.cnf_hypernet import HyperNetField
+from suite.tasks._training import saved_for_backward_bytes
 
 PRECISIONS = (("fp32", "none"), ("bf16", "none"), ("fp16", "dynamic"))
 
@@ -93,12 +94,6 @@ class Row:
                 "fwd_bwd_ms_median": statistics.median(times) if times else math.nan, "repeats": len(times)}
 
 
-def _saved_bytes(forward: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
-    from suite.tasks._training import saved_for_backward_bytes
-
-    return saved_for_backward_bytes(forward)
-
-
 def make_rows(problem: Problem, device: str, checkpoint_every: list[int]) -> list[Row]:
     n = problem.t.shape[0] - 1
     settings = ["states", "stages", "checkpoint", *(f"checkpoint:{k}" for k in checkpoint_every if k < n)]
@@ -128,7 +123,7 @@ def make_rows(problem: Problem, device: str, checkpoint_every: list[int]) -> lis
 
 def measure(rows: list[Row], device: str, repeats: int, warmup: int = 1) -> None:
     for row in rows:
-        loss, nbytes = _saved_bytes(row.run)
+        loss, nbytes = saved_for_backward_bytes(row.run)
         loss.backward()
         row.saved_mib = nbytes / 2**20
         row.times_ms = []
