@@ -50,3 +50,19 @@ def test_list_shows_backends_and_their_capabilities(capsys):
     printed = capsys.readouterr().out
     for word in ("stiff-rk4", "engine", "torchdiffeq-adjoint", "rk4-38", "dynamic", "bf16", "smoke"):
         assert word in printed
+
+
+def test_a_task_with_two_seeds_names_the_seed_of_every_row(tmp_path):
+    """Two rows differing only by seed must not read as one configuration printed twice."""
+    import dataclasses
+
+    run_cells([cell("engine", steps=40), dataclasses.replace(cell("engine", steps=40), seed=1)], tmp_path / "run",
+              "seeds")
+    build_report(tmp_path / "run", tmp_path / "rep")
+    table = pd.read_csv(tmp_path / "rep" / "stiff-rk4.csv")
+    assert table.columns[0] == "seed" and sorted(table["seed"]) == [0, 1]
+
+
+def test_a_task_with_one_seed_has_no_seed_column(run_dir, tmp_path):
+    build_report(run_dir, tmp_path / "rep")
+    assert "seed" not in pd.read_csv(tmp_path / "rep" / "stiff-rk4.csv").columns

@@ -92,11 +92,26 @@ def table_for(task: str, frame: pd.DataFrame) -> pd.DataFrame:
     shown = shown if not shown.empty else frame
     datasets = list(dict.fromkeys(shown["dataset"])) if "dataset" in shown else [""]
     if len(datasets) <= 1:
-        return layout(shown)
+        return _per_seed(layout, shown)
     parts = []
     for name in datasets:
-        part = layout(shown[shown["dataset"] == name]).drop(columns=["data"], errors="ignore")
+        part = _per_seed(layout, shown[shown["dataset"] == name]).drop(columns=["data"], errors="ignore")
         part.insert(0, "data set", name or "(not recorded)")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _per_seed(layout, frame: pd.DataFrame) -> pd.DataFrame:
+    """The layout as is for one seed; with several, one block per seed, each row saying its seed (the
+    task layouts do not show the seed, and two rows differing only by it would read as duplicates)."""
+    seeds = sorted(set(frame["seed"])) if "seed" in frame else []
+    whole = layout(frame)
+    if len(seeds) <= 1 or "seed" in whole.columns:
+        return whole
+    parts = []
+    for seed in seeds:
+        part = layout(frame[frame["seed"] == seed])
+        part.insert(0, "seed", seed)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
