@@ -90,28 +90,27 @@ def table_for(task: str, frame: pd.DataFrame) -> pd.DataFrame:
     layout = LAYOUTS.get(task) if task in LAYOUTS else generic_table
     shown = frame[frame["status"] != "unsupported"]
     shown = shown if not shown.empty else frame
-    datasets = list(dict.fromkeys(shown["dataset"])) if "dataset" in shown else [""]
-    if len(datasets) <= 1:
-        return _per_seed(layout, shown)
-    parts = []
-    for name in datasets:
-        part = _per_seed(layout, shown[shown["dataset"] == name]).drop(columns=["data"], errors="ignore")
-        part.insert(0, "data set", name or "(not recorded)")
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+
+    def per_seed(part: pd.DataFrame) -> pd.DataFrame:
+        # the task layouts do not show the seed: rows differing only by it would read as duplicates
+        return _blocks(layout, part, "seed", "seed") if layout is not generic_table else layout(part)
+
+    return _blocks(per_seed, shown, "dataset", "data set", drop="data", missing="(not recorded)")
 
 
-def _per_seed(layout, frame: pd.DataFrame) -> pd.DataFrame:
-    """The layout as is for one seed; with several, one block per seed, each row saying its seed (the
-    task layouts do not show the seed, and two rows differing only by it would read as duplicates)."""
-    seeds = sorted(set(frame["seed"])) if "seed" in frame else []
-    whole = layout(frame)
-    if len(seeds) <= 1 or "seed" in whole.columns:
-        return whole
+def _blocks(layout, frame: pd.DataFrame, column: str, label: str, drop: str | None = None,
+            missing: str | None = None) -> pd.DataFrame:
+    """The layout once per distinct value of `column` (first-seen order), each block's rows labelled with it;
+    a single value gives the layout as is."""
+    values = list(dict.fromkeys(frame[column])) if column in frame else []
+    if len(values) <= 1:
+        return layout(frame)
     parts = []
-    for seed in seeds:
-        part = layout(frame[frame["seed"] == seed])
-        part.insert(0, "seed", seed)
+    for value in values:
+        part = layout(frame[frame[column] == value])
+        if drop:
+            part = part.drop(columns=[drop], errors="ignore")
+        part.insert(0, label, (value or missing) if missing is not None else value)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
