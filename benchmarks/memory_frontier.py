@@ -121,16 +121,28 @@ def make_rows(problem: Problem, device: str, checkpoint_every: list[int]) -> lis
     return rows
 
 
-def measure(rows: list[Row], device: str, repeats: int, warmup: int = 1) -> None:
+def measure(rows: list[Row], device: str, repeats: int, low_repeats: int | None = None, warmup: int = 1) -> None:
+    """Saved bytes (one forward under saved-tensor hooks), then `repeats` interleaved rounds of fwd+bwd.
+
+    `low_repeats`: rounds for the 16-bit rows (default `repeats`). On a CPU without 16-bit kernels those
+    run about 20x slower than fp32 and their times say nothing about a GPU, while their saved bytes are
+    exact: `--low-repeats 1` times them once, 0 not at all (their time is then NaN, and not plotted)."""
+    def wanted(row: Row) -> int:
+        return repeats if low_repeats is None or row.precision == "fp32" else low_repeats
+
     for row in rows:
         loss, nbytes = saved_for_backward_bytes(row.run)
-        loss.backward()
         row.saved_mib = nbytes / 2**20
         row.times_ms = []
-        for _ in range(warmup):
+        if wanted(row) == 0:
+            continue
+        loss.backward()
+        for _ in range(warmup if wanted(row) > 1 else 0):
             row.run().backward()
-    for _ in range(repeats):  # interleaved: one of each row per round
+    for round_ in range(max(wanted(row) for row in rows)):  # interleaved: one of each row per round
         for row in rows:
+            if round_ >= wanted(row):
+                continue
             synchronize(device)
             start = time.perf_counter()
             row.run().backward()
@@ -145,10 +157,13 @@ def table(results: list[dict]) -> str:
               if r["solver"] == "engine" and r["memory"] == "states"}
     for r in results:
         base = states.get((r["problem"], r["precision"]))
-        ratio = f"{r['fwd_bwd_ms_median'] / base:.2f}x" if base else ""
+        ms = r["fwd_bwd_ms_median"]
+        timed = not math.isnan(ms)
+        shown = f"{ms:.2f}" if timed else "not timed"
+        ratio = f"{ms / base:.2f}x" if timed and base and not math.isnan(base) else ""
         precision = r["precision"] + ("+" + r["scaling"] if r["scaling"] != "none" else "")
         lines.append(f"{r['problem']:8} {r['solver']:20} {r['memory']:14} {precision:10} "
-                     f"{r['saved_for_backward_mib']:10.3f} {r['fwd_bwd_ms_median']:11.2f} {ratio:>9}")
+                     f"{r['saved_for_backward_mib']:10.3f} {shown:>11} {ratio:>9}")
     return "\n".join(lines)
 
 
@@ -166,12 +181,13 @@ def figure(results: list[dict], path: str) -> None:
     markers = {"fp32": "o", "bf16": "s", "fp16": "^"}
     fig, axes = plt.subplots(1, len(problems), figsize=(5.5 * len(problems), 4.5), squeeze=False)
     for ax, name in zip(axes[0], problems):
-        for r in (r for r in results if r["problem"] == name):
+        for r in (r for r in results if r["problem"] == name and not math.isnan(r["fwd_bwd_ms_median"])):
             ax.scatter(r["saved_for_backward_mib"], r["fwd_bwd_ms_median"], marker=markers[r["precision"]],
                        color=colours[_setting(r)], s=40, edgecolors="black", linewidths=0.4)
         ax.set_xscale("log")
+        ax.set_yscale("log")  # 16-bit on a CPU without its kernels is ~20x fp32: both must stay readable
         ax.set_xlabel("saved for backward (MiB, log)")
-        ax.set_ylabel("forward + backward (ms, median)")
+        ax.set_ylabel("forward + backward (ms, median, log)")
         ax.set_title(name)
     handles = [Line2D([], [], marker="o", linestyle="", color=colours[s], label=s) for s in settings]
     handles += [Line2D([], [], marker=m, linestyle="", color="grey", label=p) for p, m in markers.items()]
@@ -179,6 +195,20 @@ def figure(results: list[dict], path: str) -> None:
     fig.tight_layout(rect=(0, 0, 0.85, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def merged(paths: list[str]) -> list[dict]:
+    """The rows of several runs' JSON files (say, one per problem), in order; a file that is missing or is
+    not this script's output is named in the error."""
+    rows = []
+    for path in paths:
+        try:
+            with open(path) as fh:
+                data = json.load(fh)
+            rows.extend(data["rows"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--merge: {path} is not a memory_frontier.py --json file ({exc})") from exc
+    return rows
 
 
 def _setting(row: dict) -> str:
@@ -191,16 +221,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--problems", default="mlp,cnf,long")
     parser.add_argument("--checkpoint-every", default="4,32", help="K values besides ⌈√n⌉ (comma-separated)")
+    parser.add_argument("--low-repeats", type=int, help="rounds for the bf16/fp16 rows (default: --repeats; 0: "
+                        "saved bytes only)")
+    parser.add_argument("--merge", help="comma-separated JSON files of earlier runs: print their table and draw "
+                        "their figure together, measuring nothing")
     parser.add_argument("--tiny", action="store_true", help="smoke-check sizes (the test suite runs this)")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     parser.add_argument("--figure", help="write the frontier figure (PNG) to this file")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.checkpoint_every.split(",") if k]
+    if args.merge:
+        results = merged(args.merge.split(","))
+        print(table(results))
+        if args.figure:
+            figure(results, args.figure)
+        return results
     results = []
     for name in args.problems.split(","):
         problem = make_problem(name, args.device, args.tiny)
         rows = make_rows(problem, args.device, ks)
-        measure(rows, args.device, args.repeats)
+        measure(rows, args.device, args.repeats, args.low_repeats)
         results.extend(r.as_dict() for r in rows)
         print(table([r.as_dict() for r in rows]), flush=True)
     if args.json:

@@ -9,9 +9,11 @@ for, measured on the same field alone:
     solver ops/step (backward) = (ops of the backward - N·s·ops(f recorded) - N·ops(VJP of s stages)) / N
 
 Fields: an MLP with 2 or 20 parameter tensors (1 or 10 linear layers, width 8, batch 4), so the solver's
-overhead per parameter tensor shows. Wall-clock overhead uses the same subtraction with timed medians.
+overhead per parameter tensor shows. Wall-clock overhead uses the same subtraction on times: every round
+times each backend at N and 2N steps and the field alone, once each (interleaved, so a machine's drift
+lands on all alike), and each per-step figure is the median over rounds of that round's slope.
 
-    python benchmarks/solver_overhead.py [--steps 20] [--json out.json]
+    python benchmarks/solver_overhead.py [--steps 40] [--repeats 15] [--json out.json]
 
 Numbers are printed, never asserted (tests/test_engine_overhead.py checks the op counts' upper bounds).
 """
@@ -134,30 +136,15 @@ def measure_ops(backend: str, n_params: int, steps: int = 20, method: str = "rk4
     return row
 
 
-def measure(backend: str, n_params: int, steps: int = 20, method: str = "rk4", precision: str = "fp32",
-            scaling: str = "none", repeats: int = 7) -> dict:
-    """measure_ops plus the solver's µs per step (slopes too, with the field's own time subtracted)."""
-    row = measure_ops(backend, n_params, steps, method, precision, scaling)
-    torch.manual_seed(0)
-    field = TinyMLP(layers=n_params // 2)
-    y0 = torch.randn(4, 8, requires_grad=True)
-    row.update(_timing(backend, method, precision, scaling, field, y0, STAGES[method], steps,
-                       backend.startswith("engine"), repeats))
-    return row
+def _clock(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def _median_time(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def _field_times(field, y0, repeats: int, calls: int = 100) -> tuple[float, float, float]:
-    """Seconds per call of f (no grad), of f recorded in a long graph, and of its VJP in that graph (one
-    backward over `calls` chained evaluations: the kernels, without a per-call autograd engine start)."""
+def _field_jobs(field, y0, calls: int = 100) -> dict[str, Callable[[], object]]:
+    """f (no grad), f recorded in a long graph, and f recorded + its VJP in that graph (one backward over
+    `calls` chained evaluations: the kernels, without a per-call autograd engine start)."""
     params = list(field.parameters())
     t0 = torch.zeros(())
 
@@ -174,56 +161,80 @@ def _field_times(field, y0, repeats: int, calls: int = 100) -> tuple[float, floa
             out = field(t0, out)
         return y, out
 
-    def recorded():
-        chain()
-
     def both():
         y, out = chain()
         torch.autograd.grad(out.sum(), [y, *params])
 
-    per_f = _median_time(plain, repeats) / calls
-    per_grad = _median_time(recorded, repeats) / calls
-    per_vjp = _median_time(both, repeats) / calls - per_grad
-    return per_f, per_grad, per_vjp
+    return {"f": plain, "f_recorded": chain, "f_and_vjp": both}
 
 
-def _timing(backend, method, precision, scaling, field, y0, s, steps, recomputes, repeats) -> dict:
-    per_f, per_grad, per_vjp = _field_times(field, y0.detach(), repeats)
-    results = {}
-    for n in (steps, 2 * steps):
-        t = torch.linspace(0.0, 1.0, n + 1)
-        forward, backward = _solve_and_backward(backend, method, precision, scaling, field, y0, t)
-        backward(forward())
-        fwd = _median_time(forward, repeats)
-        both = _median_time(lambda forward=forward, backward=backward: backward(forward()), repeats)
-        results[n] = (fwd, both - fwd)
-    fwd = (results[2 * steps][0] - results[steps][0]) / steps
-    bwd = (results[2 * steps][1] - results[steps][1]) / steps
-    f_fwd = per_f if recomputes else per_grad
-    f_bwd = (per_grad + per_vjp) if recomputes else per_vjp
-    return {
-        "solver_us_per_step_fwd": 1e6 * (fwd - s * f_fwd),
-        "solver_us_per_step_bwd": 1e6 * (bwd - s * f_bwd),
-        "us_per_step_fwd": 1e6 * fwd, "us_per_step_bwd": 1e6 * bwd,
-        "field_us": {"f": 1e6 * per_f, "f_recorded": 1e6 * per_grad, "vjp": 1e6 * per_vjp},
-    }
+def measure_times(configs: list[tuple[str, str, str]], n_params: int, steps: int = 40, method: str = "rk4",
+                  repeats: int = 15) -> dict[tuple[str, str, str], dict]:
+    """µs per step, forward and backward, for each (backend, precision, scaling), and the solver's own part.
+
+    Interleaved: every round times each backend at N and 2N steps (forward, and forward + backward) and
+    the field alone, once each, so a machine's drift lands on every row alike; a per-step figure is the
+    median over rounds of that round's slope (2N minus N, over N), so once-per-solve work drops out."""
+    torch.manual_seed(0)
+    field = TinyMLP(layers=n_params // 2)
+    y0 = torch.randn(4, 8, requires_grad=True)
+    s, calls = STAGES[method], 100
+    jobs: dict[tuple, Callable[[], object]] = {}
+    for config in configs:
+        for n in (steps, 2 * steps):
+            forward, backward = _solve_and_backward(config[0], method, config[1], config[2], field, y0,
+                                                    torch.linspace(0.0, 1.0, n + 1))
+            jobs[(config, n, "fwd")] = forward
+            jobs[(config, n, "both")] = lambda forward=forward, backward=backward: backward(forward())
+    for name, fn in _field_jobs(field, y0.detach(), calls).items():
+        jobs[("field", name)] = fn
+    for fn in jobs.values():  # warm-up: registrations, caches, the learned scale
+        fn()
+        fn()
+    samples: dict[tuple, list[float]] = {key: [] for key in jobs}
+    for _ in range(repeats):
+        for key, fn in jobs.items():
+            samples[key].append(_clock(fn))
+    med = statistics.median
+    per_f = med(samples[("field", "f")]) / calls
+    per_grad = med(samples[("field", "f_recorded")]) / calls
+    per_vjp = med(b - a for a, b in zip(samples[("field", "f_recorded")], samples[("field", "f_and_vjp")])) / calls
+    out = {}
+    for config in configs:
+        fwd = [(b - a) / steps for a, b in zip(samples[(config, steps, "fwd")], samples[(config, 2 * steps, "fwd")])]
+        bwd = [((d - c) - (b - a)) / steps for a, b, c, d in zip(
+            samples[(config, steps, "fwd")], samples[(config, 2 * steps, "fwd")],
+            samples[(config, steps, "both")], samples[(config, 2 * steps, "both")])]
+        recomputes = config[0].startswith("engine")
+        f_fwd = per_f if recomputes else per_grad
+        f_bwd = (per_grad + per_vjp) if recomputes else per_vjp
+        out[config] = {
+            "us_per_step_fwd": 1e6 * med(fwd), "us_per_step_bwd": 1e6 * med(bwd),
+            "solver_us_per_step_fwd": 1e6 * (med(fwd) - s * f_fwd),
+            "solver_us_per_step_bwd": 1e6 * (med(bwd) - s * f_bwd),
+            "field_us": {"f": 1e6 * per_f, "f_recorded": 1e6 * per_grad, "vjp": 1e6 * per_vjp},
+            "repeats": repeats, "steps": [steps, 2 * steps],
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="N: per-step figures are slopes between N and 2N")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=40, help="N: per-step figures are slopes between N and 2N")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (medians over them)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)  # overhead, not parallel compute: one thread is the honest unit
     rows = []
-    configs = [("engine", "none"), ("engine", "dynamic"), ("torchdiffeq", "none"), ("torchode", "none")]
+    configs = [(backend, "fp16" if scaling == "dynamic" else "fp32", scaling)
+               for backend, scaling in [("engine", "none"), ("engine", "dynamic"), ("torchdiffeq", "none"),
+                                        ("torchode", "none")]
+               if not get_backend(backend).missing_dependency()]
     for n_params in (2, 20):
-        for backend, scaling in configs:
-            precision = "fp16" if scaling == "dynamic" else "fp32"
-            if get_backend(backend).missing_dependency():
-                continue
-            row = measure(backend, n_params, args.steps, "rk4", precision, scaling, args.repeats)
+        times = measure_times(configs, n_params, args.steps, "rk4", args.repeats)
+        for backend, precision, scaling in configs:
+            row = measure_ops(backend, n_params, 20, "rk4", precision, scaling)
+            row.update(times[(backend, precision, scaling)])
             rows.append(row)
             print(f"{backend:12s} {scaling:8s} {precision:5s} params={n_params:2d}  solver ops/step fwd "
                   f"{row['solver_ops_per_step_fwd']:6.1f} bwd {row['solver_ops_per_step_bwd']:6.1f}   solver µs/step "
@@ -231,7 +242,7 @@ def main() -> None:
                   f"fwd {row['us_per_step_fwd']:7.1f} bwd {row['us_per_step_bwd']:7.1f})", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"torch": torch.__version__, "rows": rows}, fh, indent=2)
+            json.dump({"torch": torch.__version__, "threads": 1, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from solver_overhead import measure_ops  # noqa: E402
+from solver_overhead import measure_ops, measure_times  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -28,3 +28,14 @@ def test_solver_ops_per_step_are_bounded_and_do_not_grow_with_the_model(scaling,
         assert row["solver_ops_per_step_bwd"] <= bwd_limit, row
     assert rows[0]["solver_ops_per_step_fwd"] == rows[1]["solver_ops_per_step_fwd"]
     assert rows[0]["solver_ops_per_step_bwd"] == rows[1]["solver_ops_per_step_bwd"]
+
+
+def test_the_timing_half_runs_and_reports_every_config():
+    """A smoke check of the interleaved timing at a tiny size: shapes and keys, never the values."""
+    configs = [("engine", "fp32", "none"), ("engine", "fp16", "dynamic")]
+    times = measure_times(configs, n_params=2, steps=2, repeats=1)
+    assert set(times) == set(configs)
+    for row in times.values():
+        assert row["repeats"] == 1 and row["steps"] == [2, 4]
+        assert all(isinstance(row[k], float) for k in ("us_per_step_fwd", "us_per_step_bwd",
+                                                       "solver_us_per_step_fwd", "solver_us_per_step_bwd"))

@@ -33,3 +33,22 @@ def test_the_frontier_script_measures_every_setting(tmp_path):
     # exact byte counts, not times: 40 steps kept as 16-bit states vs ⌈√40⌉ = 7-step fp32 checkpoints
     assert saved[("long", "checkpoint", "bf16")] < saved[("long", "states", "bf16")] < saved[("long", "stages", "bf16")]
     assert all(r["repeats"] == 1 and r["fwd_bwd_ms_median"] > 0 for r in rows)
+
+
+def test_sixteen_bit_rows_can_be_left_untimed_and_runs_merged(tmp_path):
+    out = tmp_path / "long.json"
+    rows = main(["--tiny", "--repeats", "2", "--low-repeats", "0", "--problems", "long", "--checkpoint-every", "4",
+                 "--json", str(out)])
+    for r in rows:
+        assert r["saved_for_backward_mib"] > 0
+        if r["precision"] == "fp32":
+            assert r["repeats"] == 2 and r["fwd_bwd_ms_median"] > 0
+        else:
+            assert r["repeats"] == 0 and r["fwd_bwd_ms_median"] != r["fwd_bwd_ms_median"]  # NaN: not timed
+    figure = tmp_path / "merged.png"
+    merged = main(["--merge", f"{out},{out}", "--figure", str(figure)])
+    assert json.dumps(merged) == json.dumps(rows + rows)  # as text: NaN is not equal to itself
+    assert figure.stat().st_size > 0
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json"):
+        main(["--merge", str(tmp_path / "bad.json")])
