@@ -79,7 +79,7 @@ def gate(session: nox.Session) -> None:
     args = list(session.posargs)
     cuda = "--device" in args and args[args.index("--device") + 1 : args.index("--device") + 2] == ["cuda"]
     if cuda:
-        name = session.run("python", "-c", "from suite.gate import baseline_name; print(baseline_name())",
+        name = session.run("python", "-c", "from suite.baseline import baseline_name; print(baseline_name())",
                            silent=True).strip().splitlines()[-1]
         profile = "gate"
     else:

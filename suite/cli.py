@@ -474,7 +474,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from suite.gate import BaselineError, compare_records, load_baseline, write_baseline
+    from suite.baseline import BaselineError, load_baseline, write_baseline
+    from suite.gate import compare_records
 
     run = _read_run(args.run)
     baseline = Path(args.baseline)

@@ -17,53 +17,18 @@ How a metric is compared is declared by its task (`AbstractTask.gate_rules`), ne
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from suite.records import SCHEMA, RecordsError, RecordStore, Status, latest_by_cell, read_records
+from suite.records import Status, device_classes, latest_by_cell
+from suite.rules import COMMON_RULES, Rule
+from suite.tasks import TASKS
 
-__all__ = ["Rule", "GateRow", "GateResult", "compare_records", "load_baseline", "write_baseline", "COMMON_RULES",
-           "BaselineError", "cell_key", "TIME_TOLERANCES", "baseline_name"]
+__all__ = ["Rule", "GateRow", "GateResult", "compare_records", "COMMON_RULES", "cell_key", "TIME_TOLERANCES"]
 
 KEY_FIELDS = ("task", "variant", "backend", "method", "steps", "precision", "scaling", "seed", "profile")
-
-
-class BaselineError(ValueError):
-    """A baseline folder that cannot be used (missing, another schema, or not a measured run of committed code)."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """How one metric is compared. kind: relative | ztest | factor; direction: which way is better."""
-
-    kind: Literal["relative", "ztest", "factor"]
-    direction: Literal["lower", "higher", "both"] = "lower"
-    tolerance: float = 0.05  # relative: |Δ|/|old|; ztest: z; factor: new/old
-    atol: float = 0.0  # relative: changes below this never count
-    stderr: str | None = None  # ztest: the metric holding the standard error
-
-    def with_tolerance(self, tolerance: float) -> Rule:
-        return Rule(self.kind, self.direction, tolerance, self.atol, self.stderr)
-
-    def describe(self) -> str:
-        if self.kind == "relative":
-            return f"±{self.tolerance:.0%} relative" + (f" (+{self.atol:g})" if self.atol else "")
-        if self.kind == "ztest":
-            return f"|z| ≤ {self.tolerance:g} (s.e. {self.stderr})"
-        return f"×{self.tolerance:g}"
-
-
-# Rules every task gets: memory is deterministic enough for a tight factor.
-COMMON_RULES = {
-    "saved_for_backward_mib": Rule("factor", "lower", 1.05),
-    "peak_mem_gib": Rule("factor", "lower", 1.10),
-}
 
 
 @dataclass
@@ -128,8 +93,6 @@ def _fmt(value: float) -> str:
 
 # ---------------------------------------------------------------- metric rules
 def _rules_for(task: str, overrides: dict[str, float]) -> dict[str, Rule]:
-    from suite.tasks import TASKS
-
     rules = dict(COMMON_RULES)
     if task in TASKS:
         rules.update(TASKS.get(task).gate_rules)
@@ -252,10 +215,6 @@ def _time_rows(old_cells, new_cells, same_device: bool, factor: float, absolute_
 
 
 # ---------------------------------------------------------------- compare
-def _device_classes(records: Iterable[dict]) -> set[str]:
-    return {(r.get("inputs") or {}).get("device_class", "?") for r in records}
-
-
 # Time tolerances by device type, measured: two smoke runs of the whole suite on one 2-core CPU differed by up
 # to ×1.6 in within-run ratios and ×1.8 in absolute times, with every other metric bit for bit equal.
 TIME_TOLERANCES = {
@@ -285,11 +244,11 @@ def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = 
             result.notes.append(f"task {task} is not in the run: skipped (gate it with a run that has it)")
     old_cells = {k: v for k, v in old_cells.items() if k[0] in wanted and k[0] in run_tasks}
     new_cells = {k: v for k, v in new_cells.items() if k[0] in wanted}
-    same_device = _device_classes(old_cells.values()) == _device_classes(new_cells.values())
+    same_device = device_classes(old_cells.values()) == device_classes(new_cells.values())
     if not same_device:
         result.notes.append("the runs come from different device classes "
-                            f"({', '.join(sorted(_device_classes(old_cells.values())))} vs "
-                            f"{', '.join(sorted(_device_classes(new_cells.values())))}): times are not compared")
+                            f"({', '.join(sorted(device_classes(old_cells.values())))} vs "
+                            f"{', '.join(sorted(device_classes(new_cells.values())))}): times are not compared")
     for key, record in sorted(old_cells.items(), key=lambda kv: _key_text(kv[0])):
         name = _key_text(key)
         if key not in new_cells:
@@ -308,88 +267,3 @@ def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = 
     if same_device:
         result.rows += list(_time_rows(old_cells, new_cells, True, time_factor, absolute_time_factor, min_time_s))
     return result
-
-
-# ---------------------------------------------------------------- baselines
-def load_baseline(folder: Path) -> tuple[list[dict], dict]:
-    """(records, provenance) of a baseline folder; BaselineError when it is missing or of another schema."""
-    meta_path, records_path = folder / "baseline.json", folder / "records.jsonl"
-    if not records_path.exists() or not meta_path.exists():
-        raise BaselineError(f"{folder}: no baseline here (records.jsonl and baseline.json); make one with "
-                            f"`ctbench gate RUN --baseline {folder} --update` on a run of committed code")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BaselineError(f"{meta_path}: not readable JSON ({exc})") from None
-    if meta.get("schema") != SCHEMA:
-        raise BaselineError(f"{meta_path}: baseline of records schema {meta.get('schema')!r}; this ctbench reads "
-                            f"schema {SCHEMA}: remake the baseline with this version")
-    try:
-        return read_records(records_path), meta
-    except RecordsError as exc:
-        raise BaselineError(f"baseline {folder}: {exc}") from None
-
-
-def write_baseline(folder: Path, records: list[dict], tasks: list[str] | None, command: str) -> dict:
-    """Write (or, for `tasks`, update) a baseline from a run: only a measured run of committed code."""
-    chosen = [r for r in latest_by_cell(records).values() if not tasks or r["task"] in tasks]
-    if not chosen:
-        raise BaselineError("the run has no records of the chosen tasks")
-    dirty = sorted({r["env"].get("git_sha") or "unknown" for r in chosen if r["env"].get("dirty") is not False})
-    if dirty:
-        raise BaselineError("a baseline is a measured run of committed code; these records come from a dirty or "
-                            f"unknown checkout ({', '.join(dirty)}): commit, run again, then --update")
-    kept: list[dict] = []
-    if (folder / "records.jsonl").exists() and tasks:
-        kept = [r for r in load_baseline(folder)[0] if r["task"] not in tasks]
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".records.jsonl.tmp"
-    tmp.unlink(missing_ok=True)
-    store = RecordStore(tmp)
-    for record in kept + chosen:
-        store.append(record)
-    os.replace(tmp, folder / "records.jsonl")
-    env = chosen[0]["env"]
-    every = kept + chosen  # provenance of the whole baseline, the tasks kept from earlier runs included
-    meta = {
-        "schema": SCHEMA, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "run_ids": sorted({r["run_id"] for r in every}), "git_sha": sorted({r["env"]["git_sha"] for r in every}),
-        "device_class": sorted(_device_classes(every)), "torch": env.get("torch"), "python": env.get("python"),
-        "backend_versions": env.get("backend_versions"), "profile": sorted({r["profile"] for r in every}),
-        "tasks": sorted({r["task"] for r in kept + chosen}), "cells": len(kept) + len(chosen), "command": command,
-    }
-    (folder / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")
-    _write_readme(folder, meta)
-    return meta
-
-
-def _write_readme(folder: Path, meta: dict) -> None:
-    text = f"""# Baseline `{folder.name}`
-
-Measured, never hand-edited: records of a real `ctbench run` of committed code, written by
-
-    {meta['command']}
-
-- git commit(s): {', '.join(meta['git_sha'])} (a `--task` update keeps the other tasks' records and commits)
-- device class: {', '.join(meta['device_class'])}; torch {meta['torch']}; Python {meta['python']}
-- profile: {', '.join(meta['profile'])}; tasks: {', '.join(meta['tasks'])} ({meta['cells']} cells)
-- made: {meta['created']}
-
-To remake it: run the same profile on committed code into a fresh directory, check the run with
-`ctbench gate RUN --baseline {folder}`, then add `--update` (only the tasks given with `--task` are replaced).
-"""
-    (folder / "README.md").write_text(text)
-
-
-def baseline_name(device_name: str | None = None) -> str:
-    """The baseline folder of this machine's first GPU for the gate profile: 'h100-gate' for an H100."""
-    import re
-
-    if device_name is None:
-        import torch
-
-        device_name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    words = [w for w in re.split(r"[^a-z0-9]+", device_name.lower()) if w and w not in ("nvidia", "tesla", "geforce")]
-    if len(words) > 1 and words[0] in ("rtx", "quadro", "titan"):
-        words = [words[0] + words[1]]
-    return f"{words[0] if words else 'unknown'}-gate"

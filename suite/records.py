@@ -16,6 +16,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 __all__ = [
     "SCHEMA", "Status", "RecordStore", "RecordsError", "RecordsWriteError", "read_records", "FAILED_STATUSES",
-    "REQUIRED_KEYS", "validate_run_id", "RUN_ID_PATTERN", "latest_by_cell", "CorruptTail",
+    "REQUIRED_KEYS", "validate_run_id", "RUN_ID_PATTERN", "latest_by_cell", "CorruptTail", "device_classes",
 ]
 
 # 2: records carry `inputs` (what --resume compares: data set and its fingerprint, device class, torch
@@ -274,3 +275,8 @@ def latest_by_cell(records: list[dict]) -> dict[str, dict]:
     for record in records:
         latest[record["cell_id"]] = record
     return latest
+
+
+def device_classes(records: Iterable[dict]) -> set[str]:
+    """The device classes ("cpu: AMD EPYC", "cuda: NVIDIA H100 ...") the records were measured on."""
+    return {(r.get("inputs") or {}).get("device_class", "?") for r in records}

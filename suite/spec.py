@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from suite.backends import BACKENDS
 from suite.engine import parse_memory
 from suite.precision import PRECISIONS
+from suite.rules import COMMON_RULES
 from suite.scaling import SCALINGS
 from suite.tasks import TASKS, TaskParams, scale_fields
 
@@ -400,8 +401,6 @@ def _semantic_problems(spec: TaskSpec) -> list[tuple[str, str]]:
                     else:
                         msg = e["msg"]
                     problems.append((_loc((where, *e["loc"])), msg))
-    from suite.gate import COMMON_RULES
-
     gated = {**COMMON_RULES, **task.gate_rules}
     for metric, tolerance in f.gate.items():
         if metric not in gated:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from suite.baseline import BaselineError, load_baseline, write_baseline
 from suite.cli import main
-from suite.gate import BaselineError, compare_records, load_baseline, write_baseline
+from suite.gate import compare_records
 from suite.records import SCHEMA, RecordStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict
 
 from suite.backends import AbstractSolver
 from suite.checkpoint import CheckpointPolicy
-from suite.gate import Rule
 from suite.precision import Precision
 from suite.registry import Registry
+from suite.rules import Rule
 
 __all__ = [
     "TaskParams", "AbstractTask", "TASKS", "get_task", "CellContext", "CellTimeout", "NonFiniteResult",

@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 import torch
 
+from suite.backends import get_backend
 from suite.checkpoint import PREEMPTION, CellPreempted, capture_state, restore_state, rng_state, set_rng_state
 from suite.measure import Stopwatch, synchronize
+from suite.tasks._base import NonFiniteResult
 
 __all__ = [
     "IterationPeak", "saved_for_backward_bytes", "mmd", "check_finite_loss", "evaluation_solver", "TrainingLoop",
@@ -93,8 +95,6 @@ def mmd(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def check_finite_loss(loss: torch.Tensor, iteration: int) -> None:
-    from suite.tasks._base import NonFiniteResult
-
     value = float(loss.detach())
     if not math.isfinite(value):
         raise NonFiniteResult(f"training loss became {value} at iteration {iteration}")
@@ -103,8 +103,6 @@ def check_finite_loss(loss: torch.Tensor, iteration: int) -> None:
 def evaluation_solver(ctx):
     """The engine at full precision (fp32, or fp64 for fp64 cells) on the cell's tableau: evaluations that
     must be comparable across every backend and precision of a task use this one solver."""
-    from suite.backends import get_backend
-
     full = "fp64" if ctx.precision.master == torch.float64 else "fp32"
     return get_backend("engine").solver(ctx.method, full, "none")
 
@@ -203,8 +201,6 @@ class TrainingLoop:
         if self.scaler.is_enabled():
             self.scaler.update()  # lowers its scale, as after an overflow
         if self.consecutive_skips >= self.MAX_CONSECUTIVE_SKIPS:
-            from suite.tasks._base import NonFiniteResult
-
             raise NonFiniteResult(f"{self.consecutive_skips} consecutive optimizer steps skipped for non-finite "
                                   f"gradients (at iteration {it})")
 

@@ -16,9 +16,9 @@ import torch
 from pydantic import Field, field_validator
 
 from suite.data.toy2d import TOY2D, sample_toy2d
-from suite.gate import Rule
 from suite.models.cnf_hypernet import HyperNetField
 from suite.references.toy2d_entropy import entropy
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, CurveSpec, TrainingLoop, evaluation_solver, mmd
 

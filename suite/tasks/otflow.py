@@ -17,8 +17,8 @@ from pydantic import Field
 
 from suite.data.bsds300 import PatchData, identify_bsds300, load_bsds300
 from suite.data.gaussian63 import GAUSSIAN63, SYNTHETIC_NAME
-from suite.gate import Rule
 from suite.models.otflow_potential import OTFlowPotential
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, CurveSpec, TrainingLoop, evaluation_solver, mmd
 

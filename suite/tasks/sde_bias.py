@@ -20,10 +20,10 @@ import torch
 from pydantic import Field
 
 from suite.engine import SDEProblem, sdeint
-from suite.gate import Rule
 from suite.measure import Stopwatch
 from suite.references.cev import CEV
 from suite.references.gbm import GBM
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
 from suite.tasks._training import SCALE
 

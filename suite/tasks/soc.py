@@ -19,9 +19,9 @@ import torch
 from pydantic import Field
 
 from suite.engine import sdeint
-from suite.gate import Rule
 from suite.models.otflow_potential import OTFlowPotential
 from suite.references.cole_hopf import SOC_VARIANTS, SOCProblem, value_cole_hopf
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, CurveSpec, TrainingLoop
 

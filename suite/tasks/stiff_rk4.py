@@ -14,8 +14,8 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from suite.gate import Rule
 from suite.measure import Stopwatch
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, NonFiniteResult, TaskParams
 from suite.tasks._gradients import scaled_gradients
 

@@ -27,9 +27,9 @@ from pydantic import Field
 
 from suite.data.augment import augment, resize
 from suite.data.stl10 import identify_stl10, load_stl10, split_validation
-from suite.gate import Rule
 from suite.measure import synchronize
 from suite.models.parabolic_cnn import ParabolicCNN
+from suite.rules import Rule
 from suite.tasks._base import TASKS, AbstractTask, CellContext, TaskParams
 from suite.tasks._training import SCALE, CurveSpec, TrainingLoop, evaluation_solver
 
