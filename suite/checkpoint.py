@@ -34,7 +34,7 @@ FORMAT = 1
 class CellPreempted(BaseException):
     """The job was asked to stop (preemption): the cell saved a checkpoint and must be requeued, not recorded.
 
-    A BaseException, like KeyboardInterrupt: the runner's per-cell `except Exception` must not turn it into
+    A BaseException, like KeyboardInterrupt: the cell kernel's `except Exception` (suite/cell.py) must not turn it into
     an `error` record.
     """
 

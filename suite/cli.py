@@ -275,7 +275,7 @@ def _executor_config(args):
 
 
 def cmd_run(args) -> int:
-    from suite.runner import new_run_id, run_cells
+    from suite.executors.inprocess import new_run_id, run_cells
 
     if args.gpus and not all(g.strip().isdigit() for g in args.gpus.split(",")):
         raise UsageError(f"--gpus {args.gpus!r}: expected comma-separated GPU indices such as 0,1,2,3")
@@ -340,7 +340,7 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------- collect / status
 def cmd_collect(args) -> int:
     from suite.executors import ExecutorConfig
-    from suite.executors.coordinator import reconcile
+    from suite.executors.reconcile import reconcile
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -601,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("ctbench run: error: --retry-failed and --rerun-changed go with --resume")
         return 2
     from suite.executors import ExecutorConfigError, import_plugins
-    from suite.runner import ResumeMismatch, RunStoreError
+    from suite.executors.inprocess import RunStoreError
+    from suite.resume import ResumeMismatch
 
     import_plugins()
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from suite.cell import checkpoint_policy, run_cell
 from suite.checkpoint import PREEMPTION, CellPreempted
-from suite.runner import checkpoint_policy, run_cell
 from suite.spec import Cell
 from suite.tasks.cnf2d import CNF2DParams
 from suite.tasks.soc import SOCParams

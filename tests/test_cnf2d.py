@@ -8,9 +8,9 @@ import torch
 from conftest import MLPField, TupleField
 
 from suite.backends import get_backend
+from suite.cell import run_cell
 from suite.data.toy2d import TOY2D, sample_toy2d
 from suite.models.cnf_hypernet import HyperNetField
-from suite.runner import run_cell
 from suite.spec import Cell
 from suite.tasks.cnf2d import CNF2DParams
 
@@ -111,9 +111,9 @@ def test_floor_and_learning_curve_in_the_record_and_the_report(tmp_path):
     figure and floor columns built from the records alone (no artifacts needed)."""
     import json
 
+    from suite.executors.inprocess import run_cells
     from suite.references.toy2d_entropy import entropy
     from suite.report import build_report
-    from suite.runner import run_cells
 
     params = SMALL.model_copy(update={"iterations": 4, "val_every": 2, "curve_batch": 64, "val_batch": 400})
     cells = [Cell(task="cnf-2d", variant="8gaussians", backend=b, method="rk4", steps=8, precision=p, scaling=s,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from suite.cell import record_header
 from suite.executors import load_executor_config
 from suite.executors.coordinator import Coordinator
 from suite.executors.exchange import Manifest, collect, write_cell_record
 from suite.records import RecordStore, latest_by_cell, read_records
-from suite.runner import record_header
 from suite.spec import Cell
 from suite.tasks.stiff_rk4 import StiffParams
 

@@ -19,11 +19,12 @@ from conftest import registered_backend
 from stubs import CAPS, _StubSolver, cell
 
 from suite.backends import AbstractBackend
+from suite.cell import run_cell
 from suite.cli import Reporter, main
 from suite.data import bsds300
+from suite.executors.inprocess import run_cells
 from suite.records import RecordsError, read_records
 from suite.report import build_report
-from suite.runner import run_cell, run_cells
 from suite.spec import SpecError, expand, load_spec, spec_files
 from suite.tasks import TASKS
 
@@ -322,7 +323,7 @@ def test_the_report_labels_rows_of_different_data_sets(tmp_path, monkeypatch):
 def test_resume_device_or_torch_change_is_not_mixed(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert main(["run", *ENGINE_FP32, "--out", str(out)]) == 0
-    monkeypatch.setattr("suite.runner.torch_build", lambda: "9.9.9 (cuda none)")
+    monkeypatch.setattr("suite.cell.torch_build", lambda: "9.9.9 (cuda none)")
     assert main(["run", *ENGINE_FP32, "--out", str(out), "--resume"]) == 2
     assert "torch: recorded" in capsys.readouterr().err
 

@@ -143,7 +143,7 @@ def test_gate_command_exit_codes_markdown_and_a_missing_baseline(tmp_path, capsy
 def test_a_doctored_run_fails_the_committed_cpu_baseline(tmp_path, monkeypatch):
     """An engine change that breaks fp16 dynamic scaling (the scale stuck at 1) turns the gate red."""
     from suite.engine import _scaler
-    from suite.runner import run_cells
+    from suite.executors.inprocess import run_cells
     from suite.spec import expand, load_spec
 
     baseline = ROOT / "baselines" / "cpu-smoke"

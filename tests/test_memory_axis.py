@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from suite.executors.inprocess import run_cells
 from suite.records import read_records
-from suite.runner import run_cells
 from suite.spec import SpecError, expand, load_spec
 
 STIFF = Path(__file__).resolve().parent.parent / "suite" / "specs" / "stiff-rk4.toml"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from suite.cell import run_cell
 from suite.data import bsds300
 from suite.models.otflow_potential import OTFlowPotential
-from suite.runner import run_cell
 from suite.spec import Cell
 from suite.tasks.otflow import OTFlowParams
 

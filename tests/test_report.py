@@ -8,8 +8,8 @@ from conftest import registered_backend
 from stubs import cell, stub
 
 from suite.cli import main
+from suite.executors.inprocess import run_cells
 from suite.report import build_report
-from suite.runner import run_cells
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from stubs import cell
 
 from suite.cli import main
+from suite.executors.inprocess import run_cells
 from suite.records import RecordsError, RecordStore, read_records
-from suite.runner import run_cells
 
 
 def test_faults_become_statuses_and_the_run_goes_on(tmp_path, stubs):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from suite.backends import get_backend
+from suite.cell import run_cell
 from suite.references.gbm import GBM
-from suite.runner import run_cell
 from suite.spec import Cell
 from suite.tasks.sde_bias import SDEBiasParams, increments, pathwise_gradients, sde_problem
 

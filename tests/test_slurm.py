@@ -13,8 +13,9 @@ import pytest
 import submitit
 
 from suite.executors import ExecutorConfigError, load_executor_config
-from suite.executors.coordinator import Coordinator, reconcile
+from suite.executors.coordinator import Coordinator
 from suite.executors.exchange import Manifest
+from suite.executors.reconcile import reconcile
 from suite.executors.status import run_status
 from suite.records import read_records
 from suite.spec import Cell
@@ -170,7 +171,7 @@ def test_slurm_missing_message(tmp_path, monkeypatch, capsys):
 
 
 def test_in_process_resume_refuses_while_jobs_of_the_run_still_run(slurm, tmp_path):
-    from suite.runner import RunStoreError, run_cells
+    from suite.executors.inprocess import RunStoreError, run_cells
 
     out = tmp_path / "run"
     cells = [_cell(seed=0), _cell(seed=1)]

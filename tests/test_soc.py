@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from suite.runner import run_cell
+from suite.cell import run_cell
 from suite.spec import Cell
 from suite.tasks import get_task
 from suite.tasks.soc import SOCParams

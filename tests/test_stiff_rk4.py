@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from suite.executors.inprocess import run_cells
 from suite.records import read_records
-from suite.runner import run_cells
 from suite.spec import expand, load_spec, spec_files
 from suite.tasks.stiff_rk4 import StiffParams, closed_form
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import unrolled_rk
 
+from suite.cell import run_cell
 from suite.data import stl10 as stl
 from suite.data.augment import augment, resize
 from suite.engine import odeint
 from suite.models.parabolic_cnn import ParabolicBlock, ParabolicCNN, parameter_count
-from suite.runner import run_cell
 from suite.spec import expand, load_spec, spec_files
 
 

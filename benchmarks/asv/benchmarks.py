@@ -91,7 +91,7 @@ class CudaMemorySuite(SolverSuite):
 
 
 def _run_cell(task: str, **selection):
-    from suite.runner import run_cell
+    from suite.cell import run_cell
     from suite.spec import expand, load_spec, spec_files
 
     spec = load_spec(next(p for p in spec_files() if p.stem == task))

@@ -80,7 +80,7 @@ class AbstractSolver:
         params: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Integrate on the grid t; return the trajectory stacked over t (torchdiffeq's convention)."""
-        raise TypeError(f"{type(self).__name__} does not integrate ODEs (the runner should have said unsupported)")
+        raise TypeError(f"{type(self).__name__} does not integrate ODEs (its cell should be unsupported)")
 
     def final_state(self, func: Callable, y0, t: torch.Tensor, params: Sequence[torch.Tensor] | None = None):
         """y(T) only, for a loss on the final state: `odeint(...)[-1]` here; the engine returns it in its
@@ -90,7 +90,7 @@ class AbstractSolver:
 
     def sdeint(self, problem, y0: torch.Tensor, t: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
         """Integrate the SDE `problem` on the grid t with the Brownian increments dw (SDE backends only)."""
-        raise TypeError(f"{type(self).__name__} does not integrate SDEs (the runner should have said unsupported)")
+        raise TypeError(f"{type(self).__name__} does not integrate SDEs (its cell should be unsupported)")
 
     def autocast(self, device: torch.device | str) -> contextlib.AbstractContextManager:
         """The autocast region a training loop should put *around the solve and the loss*.

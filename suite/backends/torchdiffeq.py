@@ -41,7 +41,7 @@ def _register_tableau_solver(method: str) -> str:
     """Add a FixedGridODESolver for our tableau to torchdiffeq.SOLVERS; return its registered name.
 
     Uses torchdiffeq internals (its SOLVERS dict and FixedGridODESolver), pinned in pyproject; a change
-    there raises ImportError/AttributeError, which the runner records as an error with that message.
+    there raises ImportError/AttributeError, which suite/cell.py records as an error with that message.
     """
     name = _REGISTERED_PREFIX + method
     odeint_mod = importlib.import_module("torchdiffeq._impl.odeint")

@@ -1,5 +1,6 @@
-"""Executors: where cells run. `inprocess` (the default: one process, suite.runner.run_cells), `local` (one
-process per cell on this machine) and `slurm` (one job per cell on a cluster), the last two through submitit."""
+"""Executors: where cells run. `inprocess` (the default: one process, suite/executors/inprocess.py), `local`
+(one process per cell on this machine) and `slurm` (one job per cell on a cluster), the last two through
+submitit (suite/executors/coordinator.py). Only the CLI imports them; they build on suite/cell.py."""
 
 import importlib
 import os

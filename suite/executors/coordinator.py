@@ -17,32 +17,32 @@ import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from suite.backends import get_backend
+from suite.cell import cell_inputs, failure_outcome, make_record, record_header, unsupported_reason
 from suite.executors.config import ExecutorConfig, ExecutorConfigError
 from suite.executors.exchange import (
     Manifest,
     collect,
-    failure_outcome,
     now_iso,
-    running_marker,
-    write_cell_record,
     write_plan,
 )
-from suite.executors.jobs import JobEnded, jobs_for
+from suite.executors.inprocess import RunSummary
+from suite.executors.jobs import jobs_for
+from suite.executors.reconcile import reconcile, record_job_failure
 from suite.executors.worker import cell_payload
 from suite.measure import capture_env
 from suite.records import RecordStore, Status, read_records, validate_run_id
-from suite.runner import NOT_KNOWABLE_HERE, RunSummary, cell_inputs, plan_resume, record_header, unsupported_reason
+from suite.resume import NOT_KNOWABLE_HERE, plan_resume
 from suite.spec import Cell
 from suite.tasks import get_task
 
-__all__ = ["Coordinator", "reconcile", "ReconcileResult", "plugin_imports"]
+__all__ = ["Coordinator", "plugin_imports"]
 
 POLL_S = 0.25
 
@@ -52,51 +52,6 @@ def plugin_imports(cell: Cell) -> list[str]:
     modules = {type(get_task(cell.task)).__module__, type(get_backend(cell.backend)).__module__}
     env = [m for m in os.environ.get("CTBENCH_PLUGINS", "").split(",") if m]
     return sorted({m for m in modules if not m.startswith("suite.")} | set(env))
-
-
-@dataclass
-class ReconcileResult:
-    """What the run directory says about submissions made before (by this or a dead coordinator)."""
-
-    merged: list[dict] = field(default_factory=list)
-    in_flight: dict[str, dict] = field(default_factory=dict)  # cell id → manifest entry of a live job
-    failed: list[dict] = field(default_factory=list)  # records written now for jobs that ended without one
-
-
-def reconcile(out_dir: Path, config: ExecutorConfig, live: set[str] = frozenset()) -> ReconcileResult:
-    """Merge waiting records; record jobs that ended without a record; list jobs still queued or running.
-
-    `live`: submission ids this process is watching itself (not judged here). The caller holds the lock.
-    """
-    result = ReconcileResult(merged=collect(out_dir).merged)
-    store = out_dir / "records.jsonl"
-    recorded = {r.get("record_id") for r in read_records(store)} if store.exists() else set()
-    open_entries = [e for e in Manifest(out_dir).latest_by_cell().values()
-                    if e["submission"] not in recorded and e["submission"] not in live and not e.get("cancelled")]
-    engines: dict[str, Any] = {}
-    for kind in {e["executor"] for e in open_entries}:
-        engines[kind] = jobs_for(kind, out_dir, config)
-        engines[kind].prefetch([e for e in open_entries if e["executor"] == kind])
-    for entry in open_entries:
-        engine = engines[entry["executor"]]
-        state = engine.state(entry)
-        if state != "ended":
-            result.in_flight[entry["cell_id"]] = entry
-            continue
-        if next((out_dir / "cells").glob(f"*.{entry['submission']}.record.json"), None) is not None:
-            continue  # written just before its job ended (after our collect): the next collect merges it
-        result.failed.append(_record_failure(out_dir, entry, engine.ended(entry)))
-    result.merged += collect(out_dir).merged
-    return result
-
-
-def _record_failure(out_dir: Path, entry: dict, ended: JobEnded) -> dict:
-    record = {**entry["header"], "started_at": entry["submitted_at"],
-              **failure_outcome(ended.status, ended.reason, ended.detail),
-              "record_id": entry["submission"], "executor": {**entry["executor_info"], "job_id": entry["job_id"]}}
-    write_cell_record(out_dir, record)
-    running_marker(out_dir, entry["cell_id"]).unlink(missing_ok=True)
-    return record
 
 
 @dataclass
@@ -149,8 +104,8 @@ class Coordinator:
 
     def _record_unsupported(self, cell: Cell, reason: str) -> None:
         """Cells that cannot run here are decided without a process, exactly as in-process."""
-        record = {**self._header(cell), "started_at": now_iso(), **failure_outcome(Status.UNSUPPORTED.value, reason),
-                  "record_id": uuid.uuid4().hex, "executor": {"kind": self.kind}}
+        record = make_record(self._header(cell), now_iso(), failure_outcome(Status.UNSUPPORTED.value, reason),
+                             record_id=uuid.uuid4().hex, executor={"kind": self.kind})
         RecordStore(self.out_dir / "records.jsonl").append(record)
         self._finished(cell, record)
 
@@ -275,7 +230,7 @@ class Coordinator:
                 self._report(state.merged, running, reported)
                 for submission in ended:
                     if submission not in reported:  # ended, but superseded in the manifest: judged here
-                        _record_failure(self.out_dir, running[submission].entry,
+                        record_job_failure(self.out_dir, running[submission].entry,
                                         self.engine.ended(running[submission].entry))
                         self._report(collect(self.out_dir).merged, running, reported)
                     done = running.pop(submission)  # its slot is free once its process is gone, not before

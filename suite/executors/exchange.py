@@ -27,7 +27,7 @@ from pathlib import Path
 from suite.records import RecordStore, _json_safe, _record_problem, read_records
 
 __all__ = ["cell_key", "write_json_atomic", "write_cell_record", "pending_records", "collect", "CollectResult",
-           "Manifest", "running_marker", "read_marker", "now_iso", "failure_outcome", "write_plan", "read_plan",
+           "Manifest", "running_marker", "read_marker", "now_iso", "write_plan", "read_plan",
            "this_host"]
 
 CELLS = "cells"
@@ -121,12 +121,6 @@ def collect(out_dir: Path) -> CollectResult:
             result.merged.append(record)
         path.unlink()
     return result
-
-
-def failure_outcome(status: str, reason: str, detail: str | None = None) -> dict:
-    """The outcome fields of a cell whose process ended without writing its own record."""
-    return {"status": status, "reason": reason, "metrics": {}, "timing": {}, "memory": {}, "stats": {},
-            "extra": {}, "artifacts": {}, "traceback": detail}
 
 
 class Manifest:

@@ -20,6 +20,8 @@ from pathlib import Path
 import submitit
 import torch
 
+from suite.backends import get_backend
+from suite.cell import cell_inputs, make_record, record_header, run_cell
 from suite.checkpoint import PREEMPTION, CellPreempted
 from suite.executors.exchange import (
     now_iso,
@@ -29,19 +31,19 @@ from suite.executors.exchange import (
     write_cell_record,
     write_json_atomic,
 )
+from suite.measure import capture_env
+from suite.spec import Cell
+from suite.tasks import get_task
 
 __all__ = ["CellJob", "cell_payload", "cell_from_payload", "run_payload"]
 
 
-def cell_payload(cell) -> dict:
+def cell_payload(cell: Cell) -> dict:
     fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell) if f.name != "params"}
     return {"fields": fields, "params": cell.params.model_dump(mode="json")}
 
 
-def cell_from_payload(payload: dict):
-    from suite.spec import Cell
-    from suite.tasks import get_task
-
+def cell_from_payload(payload: dict) -> Cell:
     params = get_task(payload["fields"]["task"]).Params.model_validate(payload["params"])
     return Cell(**payload["fields"], params=params)
 
@@ -78,10 +80,6 @@ class _Marker:
 
 def run_payload(payload: dict) -> str:
     """Run the payload's cell in this process; write its record file; return the file's path."""
-    from suite.backends import get_backend
-    from suite.measure import capture_env
-    from suite.runner import cell_inputs, record_header, run_cell
-
     for module in payload.get("imports", []):
         importlib.import_module(module)
     if payload.get("threads"):
@@ -107,11 +105,9 @@ def run_payload(payload: dict) -> str:
     if cell.device == "cpu":  # this process ran this cell alone: its peak RSS is the cell's own
         outcome["memory"] = {**outcome["memory"], "per_cell": True,
                              "what": "peak RSS (ru_maxrss) of the cell's own process, imports included"}
-    record = {
-        **record_header(cell, payload["run_id"], cell_inputs(cell),
-                        capture_env(cell.device, get_backend(cell.backend).versions())),
-        "started_at": started_at, **outcome, "record_id": payload["submission"], "executor": executor,
-    }
+    header = record_header(cell, payload["run_id"], cell_inputs(cell),
+                           capture_env(cell.device, get_backend(cell.backend).versions()))
+    record = make_record(header, started_at, outcome, record_id=payload["submission"], executor=executor)
     path = write_cell_record(out_dir, record)
     marker.remove()
     return str(path)

@@ -1,0 +1,151 @@
+"""The in-process executor (the default): every cell in this process, one after another, a record each as
+soon as it ends; the sibling of `local` and `slurm` (suite/executors/coordinator.py)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.backends import get_backend
+from suite.cell import cell_inputs, make_record, record_header, run_cell
+from suite.executors.config import ExecutorConfig
+from suite.executors.exchange import Manifest, now_iso, running_marker, this_host, write_json_atomic, write_plan
+from suite.executors.reconcile import reconcile
+from suite.measure import capture_env
+from suite.records import SCHEMA, RecordStore, RecordsWriteError, Status, read_records, validate_run_id
+from suite.resume import plan_resume
+from suite.spec import Cell
+
+__all__ = ["run_cells", "RunSummary", "RunStoreError", "new_run_id"]
+
+
+class RunStoreError(RuntimeError):
+    """A record could not be written; the run stopped so that no further computed result is lost."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out_dir: Path
+    counts: Counter = field(default_factory=Counter)
+    skipped: int = 0
+    kept: Counter = field(default_factory=Counter)  # status → cells kept from earlier records (resume)
+
+    @property
+    def n_errors(self) -> int:
+        return self.counts[Status.ERROR.value]
+
+
+def new_run_id(profile: str) -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
+
+
+def _save_unsaved(record: dict, run_id: str) -> Path | None:
+    """Last resort when the run directory cannot be written: keep the computed record somewhere."""
+    path = Path(tempfile.gettempdir()) / f"ctbench-unsaved-{run_id}.jsonl"
+    try:
+        RecordStore(path).append(record)
+        return path
+    except OSError:
+        return None
+
+
+def run_cells(
+    cells: list[Cell],
+    out_dir: Path,
+    run_id: str,
+    resume: bool = False,
+    reporter: Callable | None = None,
+    retry_failed: bool = False,
+    rerun_changed: bool = False,
+    checkpoint_every: int | None = None,
+) -> RunSummary:
+    """Run the cells, appending one record each to out_dir/records.jsonl as soon as it ends.
+
+    The caller holds the run directory's lock (suite.lock.RunLock) when another process could write to it.
+    """
+    validate_run_id(run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = RecordStore(out_dir / "records.jsonl")
+    summary = RunSummary(run_id=run_id, out_dir=out_dir)
+    todo = cells
+    if resume:
+        _merge_job_records(out_dir, {c.cell_id for c in cells})
+    if resume and store.path.exists():
+        store.prepare_for_append()  # a damaged last line is moved aside first: never built upon
+        previous = read_records(store.path)
+        plan = plan_resume(cells, previous, retry_failed=retry_failed, rerun_changed=rerun_changed)
+        todo = plan.todo
+        summary.kept = plan.kept
+        if previous:
+            run_id = summary.run_id = previous[0]["run_id"]  # one run id per records file
+    summary.skipped = len(cells) - len(todo)
+    env_cache: dict[str, dict] = {}
+    inputs_cache: dict[str, dict] = {}
+    if reporter:
+        reporter.start(len(todo), summary.skipped, summary.kept)
+    write_plan(out_dir, run_id, "inprocess", [c.cell_id for c in todo])  # what `ctbench status` shows
+    try:
+        for cell in todo:
+            if reporter:
+                reporter.cell_started(cell)
+            marker = running_marker(out_dir, cell.cell_id)
+            write_json_atomic(marker, {"cell_id": cell.cell_id, "pid": os.getpid(), "host": this_host(),
+                                       "started_at": now_iso(), "state": "running"})
+            started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
+            if key not in inputs_cache:
+                inputs_cache[key] = cell_inputs(cell)
+            outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir,
+                               checkpoint_every=checkpoint_every)
+            env_key = f"{cell.device}/{cell.backend}"
+            if env_key not in env_cache:
+                env_cache[env_key] = capture_env(cell.device, get_backend(cell.backend).versions())
+            record = make_record(record_header(cell, run_id, inputs_cache[key], env_cache[env_key]), started_at,
+                                 outcome)
+            try:
+                store.append(record)
+            except RecordsWriteError as exc:
+                saved = _save_unsaved(record, run_id)
+                where = f"its record was saved to {saved}" if saved else "its record could not be saved anywhere"
+                raise RunStoreError(f"{exc.strerror}; the run stopped after {cell.cell_id} ({record['status']}): "
+                                    f"{where}. Free space or fix permissions, then resume with --resume") from exc
+            marker.unlink(missing_ok=True)
+            summary.counts[record["status"]] += 1
+            if reporter:
+                reporter.cell_finished(cell, record)
+    finally:
+        if reporter:
+            reporter.finish(summary)
+    _write_run_json(out_dir, run_id)
+    return summary
+
+
+def _merge_job_records(out_dir: Path, wanted: set[str]) -> None:
+    """A run that other executors worked on: merge its jobs' records first; refuse while its jobs still run
+    (this process cannot adopt them, and would run their cells a second time)."""
+    if not Manifest(out_dir).path.exists():
+        return
+    state = reconcile(out_dir, ExecutorConfig())
+    live = sorted(cell_id for cell_id in state.in_flight if cell_id in wanted)
+    if live:
+        entry = state.in_flight[live[0]]
+        more = f" (and {len(live) - 1} more)" if len(live) > 1 else ""
+        raise RunStoreError(f"{live[0]}{more} is still running in {entry['executor']} job {entry['job_id']}; "
+                            f"resume with --executor {entry['executor']} (it adopts running jobs) or wait for it")
+
+
+def _write_run_json(out_dir: Path, run_id: str) -> None:
+    path = out_dir / "run.json"
+    tmp = path.with_name(".run.json.tmp")
+    try:
+        tmp.write_text(json.dumps({"run_id": run_id, "schema": SCHEMA}, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # run.json is a convenience; the records are what counts
