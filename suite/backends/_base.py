@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from suite.engine import OnFailure
 from suite.precision import Precision, get_precision
 from suite.registry import Registry
 
@@ -41,7 +42,7 @@ class AbstractSolver:
     """A backend bound to one cell's method, precision and scaling."""
 
     naive_adjoint = False  # True for estimators known to converge to the wrong gradient (shown, not hidden)
-    on_failure = "raise"  # what the engine's scaler does when it gives up (other solvers ignore it)
+    on_failure = OnFailure.RAISE  # what the engine's scaler does when it gives up (other solvers ignore it)
 
     @property
     def precision_policy(self) -> str:
@@ -176,7 +177,7 @@ class AbstractBackend(abc.ABC):
         return self.solver_class(method, precision, scaling)
 
 
-BACKENDS: Registry[AbstractBackend] = Registry("backend")
+BACKENDS: Registry[AbstractBackend] = Registry("backend", entry_point_group="ctbench.backends")
 
 
 def get_backend(name: str) -> AbstractBackend:

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import torch
 
+from suite import __version__
 from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
-from suite.engine import ENGINE_SCALINGS, METHODS, SDE_METHODS, AdjointScaler, SolveStats, odeint, sdeint
+from suite.engine import (
+    ENGINE_SCALINGS,
+    METHODS,
+    SDE_METHODS,
+    AdjointScaler,
+    OnFailure,
+    SolveStats,
+    odeint,
+    sdeint,
+)
 from suite.precision import PRECISIONS
 
 
@@ -25,7 +35,7 @@ class EngineSolver(AbstractSolver):
     def __init__(self, method, precision, scaling) -> None:
         super().__init__(method, precision, scaling)
         self.scaler = AdjointScaler(self.precision.compute) if scaling == "dynamic" else None
-        self.on_failure = "raise"  # "nonfinite" when a training loop skips steps instead (GradScaler-style)
+        self.on_failure = OnFailure.RAISE  # "nonfinite" when a training loop skips steps instead (GradScaler-style)
         self.memory = "states"  # what the forward keeps for the backward (suite.engine odeint's memory=)
 
     def odeint(self, func, y0, t, params=None, output="accumulate"):
@@ -78,9 +88,7 @@ class _EngineBase(AbstractBackend):
     caps = _CAPS
 
     def versions(self) -> dict[str, str]:
-        import suite
-
-        return {"ctbench-engine": suite.__version__}
+        return {"ctbench-engine": __version__}
 
 
 @BACKENDS.register_instance("engine")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from suite.engine._field import Binding
-from suite.engine._scaler import GIVE_UP_REASONS, ScalerExhausted
+from suite.engine._scaler import GIVE_UP_REASONS, OnFailure, ScalerExhausted
 from suite.engine._stepping import Grid, Solve
 
 __all__ = ["backward"]
@@ -275,7 +275,7 @@ def _give_up(problem: Solve, adjoint: _Adjoint, at: int, n_steps: int, why: int)
     message = (f"engine backward: gave up at step {at} of {n_steps}: {reason}. Check the forward trajectory and "
                "the loss for inf/NaN, or use a wider precision (bf16 or fp32).")
     problem.stats.gave_up = message
-    if problem.on_failure == "raise":
+    if problem.on_failure == OnFailure.RAISE:
         raise ScalerExhausted(message)
     # GradScaler-style: hand back non-finite gradients; the training loop skips the step and counts it.
     nan = float("nan")

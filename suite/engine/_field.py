@@ -31,7 +31,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.overrides import TorchFunctionMode
+
+from suite.engine._capture import (
+    Capture,
+    detach,
+    flat,
+    graph_leaves,
+    is_dtype_error,
+    keep,
+    leaf_like,
+    substituted,
+    unique,
+)
 
 __all__ = ["FieldCall", "Binding", "POLICIES", "CapturedParameterError", "FieldDtypeError"]
 
@@ -161,7 +172,7 @@ class FieldCall:
         # Captured tensors: those listed in `params` for a closure, then those the first call finds. They
         # are the solve's last differentiable inputs; `constants` are captured floating tensors without grad
         # that the full-cast policy replaces by compute-dtype copies.
-        self.closure_params: list[torch.Tensor] = _unique(explicit)
+        self.closure_params: list[torch.Tensor] = unique(explicit)
         self.constants: list[torch.Tensor] = []
         self.substitute = False  # run the field with captured tensors replaced by compute-dtype copies
         self.checked = False
@@ -248,7 +259,7 @@ class FieldCall:
                     leaves.extend(copies)
             else:
                 per_stage = [[make(p) for p in self.closure_params]]
-            calls = [_substituted(call, {**constants, **{id(p): x for p, x in zip(self.closure_params, copies)}})
+            calls = [substituted(call, {**constants, **{id(p): x for p, x in zip(self.closure_params, copies)}})
                      for call, copies in zip(calls, per_stage)]
             shared = []
         return Binding(calls=calls, stage_leaves=stage_leaves, shared_leaves=shared,
@@ -289,8 +300,8 @@ class FieldCall:
         gradients wanted the call is recorded, and its graph checked for leaves reached some other way
         (they would silently get no gradient). Returns the output, detached: the forward's first stage."""
         self.checked = True
-        inputs = [t, *_flat(y)]
-        capture = _Capture(inputs, self._capture_copy)
+        inputs = [t, *flat(y)]
+        capture = Capture(inputs, self._capture_copy)
         try:
             if not grad_wanted:
                 with capture:
@@ -299,15 +310,15 @@ class FieldCall:
                 # The probe's graph is inspected, never differentiated by us, and freed right after; the
                 # innermost saved-tensor hooks win, so an outer memory probe does not count it (a field that
                 # takes autograd.grad inside itself, FFJORD-style, still gets its saved tensors back).
-                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
-                    probe_y = _leaf_like(y)
-                    capture.known.update(id(x) for x in _flat(probe_y))
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(keep, keep):
+                    probe_y = leaf_like(y)
+                    capture.known.update(id(x) for x in flat(probe_y))
                     with capture:
                         out = binding.call(t, probe_y)
                     self._adopt(capture)
                     self._check_captured(out, probe_y, capture)
         except RuntimeError as exc:
-            if self.policy == "cast" and self.low and _is_dtype_error(exc):
+            if self.policy == "cast" and self.low and is_dtype_error(exc):
                 raise FieldDtypeError(self._dtype_advice(f"the field failed with a dtype error ({exc})")) from exc
             raise
         if not grad_wanted:
@@ -315,8 +326,8 @@ class FieldCall:
         self._check_dtypes(out)
         if self.substitute:
             mapping = {key: copy.detach() for key, copy in capture.copies.items()}
-            binding.calls = [_substituted(call, mapping) for call in binding.calls]
-        return _detach(out)
+            binding.calls = [substituted(call, mapping) for call in binding.calls]
+        return detach(out)
 
     def _capture_copy(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """What the probe runs on instead of a captured tensor: a compute-dtype copy under the full-cast
@@ -325,7 +336,7 @@ class FieldCall:
             return tensor.detach().to(self.compute).requires_grad_(tensor.requires_grad)
         return None
 
-    def _adopt(self, capture: _Capture) -> None:
+    def _adopt(self, capture: Capture) -> None:
         """Make the captured tensors inputs of the solve (requiring grad) or cast constants (without)."""
         passed = {id(x) for x in [*self.module_params, *self.other_params, *self.buffers, *self.args]}
         grads, constants = [], []
@@ -336,7 +347,7 @@ class FieldCall:
                 grads.append(x)
             elif self.policy == "cast" and x.dtype != self.compute:
                 constants.append(x)
-        self.closure_params = _unique([*self.closure_params, *grads])
+        self.closure_params = unique([*self.closure_params, *grads])
         self.constants = constants
         self.substitute = self.policy == "cast" and any(
             x.dtype != self.compute for x in [*self.closure_params, *self.constants])
@@ -348,19 +359,19 @@ class FieldCall:
         try:
             out = call(t, y)
         except RuntimeError as exc:
-            if self.policy == "cast" and self.low and _is_dtype_error(exc):
+            if self.policy == "cast" and self.low and is_dtype_error(exc):
                 raise FieldDtypeError(self._dtype_advice(f"the field failed with a dtype error ({exc})")) from exc
             raise
         self._check_dtypes(out)
         return out
 
-    def _check_captured(self, out, probe_y, capture: _Capture) -> None:
+    def _check_captured(self, out, probe_y, capture: Capture) -> None:
         """Leaves requiring grad that the output's graph reaches without passing a tensor the field was seen
         to use (e.g. through a custom autograd.Function's saved state): refused, never silently ignored."""
-        known = {id(x) for x in _flat(probe_y)} | {id(p) for p in self.closure_params}
+        known = {id(x) for x in flat(probe_y)} | {id(p) for p in self.closure_params}
         known |= {id(c) for c in capture.copies.values()}
         stops = {id(x.grad_fn) for x in capture.found.values() if x.grad_fn is not None}
-        unknown = [v for v in _graph_leaves(_flat(out), stops) if id(v) not in known]
+        unknown = [v for v in graph_leaves(flat(out), stops) if id(v) not in known]
         if unknown:
             shapes = ", ".join(f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" for v in unknown[:4])
             more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
@@ -374,7 +385,7 @@ class FieldCall:
     def _check_dtypes(self, out) -> None:
         if self.policy != "cast" or not self.low:
             return
-        wide = [x.dtype for x in _flat(out) if isinstance(x, torch.Tensor) and x.is_floating_point()
+        wide = [x.dtype for x in flat(out) if isinstance(x, torch.Tensor) and x.is_floating_point()
                 and torch.finfo(x.dtype).bits > torch.finfo(self.compute).bits]
         if wide:
             raise FieldDtypeError(self._dtype_advice(
@@ -386,136 +397,3 @@ class FieldCall:
                 "the parameters and the tensors the field captures by copies in that dtype, but not the tensors "
                 "the field creates itself (e.g. torch.ones(...) in the default dtype). Create them with "
                 "dtype=y.dtype, cast them inside the field to y.dtype, or use policy='autocast'.")
-
-
-def _keep(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
-
-
-def _is_dtype_error(exc: RuntimeError) -> bool:
-    text = str(exc)
-    return any(k in text for k in ("dtype", "scalar type", "Half", "BFloat16", "same type", "expected both"))
-
-
-def _flat(value) -> list:
-    return list(value) if isinstance(value, (tuple, list)) else [value]
-
-
-def _leaf_like(y):
-    if isinstance(y, (tuple, list)):
-        return tuple(c.detach().requires_grad_(True) for c in y)
-    return y.detach().requires_grad_(True)
-
-
-def _detach(value):
-    if isinstance(value, (tuple, list)):
-        return type(value)(v.detach() if isinstance(v, torch.Tensor) else v for v in value)
-    return value.detach() if isinstance(value, torch.Tensor) else value
-
-
-def _graph_leaves(outputs: list, stops: set[int] = frozenset()) -> Iterator[torch.Tensor]:
-    """Every leaf tensor requiring grad that the outputs' autograd graph reaches, not walking past the
-    nodes in `stops` (those of captured non-leaf tensors: their history is the caller's)."""
-    seen: set[int] = set(stops)
-    stack = [o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
-    found: dict[int, torch.Tensor] = {}
-    for o in outputs:
-        if isinstance(o, torch.Tensor) and o.requires_grad and o.grad_fn is None:
-            found[id(o)] = o
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, torch.Tensor):
-            found[id(variable)] = variable
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return iter(found.values())
-
-
-def _unique(tensors) -> list[torch.Tensor]:
-    """Tensors in order, each once (by identity)."""
-    seen: set[int] = set()
-    return [x for x in tensors if not (id(x) in seen or seen.add(id(x)))]
-
-
-def _replace(value, lookup: Callable):
-    """`value` with every tensor in it (through tuples, lists and dicts) passed through `lookup`."""
-    if isinstance(value, torch.Tensor):
-        return lookup(value)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_replace(v, lookup) for v in value)
-    if isinstance(value, dict):
-        return {k: _replace(v, lookup) for k, v in value.items()}
-    return value
-
-
-def _tensors(value) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-
-
-class _Capture(TorchFunctionMode):
-    """Sees every tensor that reaches a torch operation during one call: those the call neither received
-    nor created are its captures (`found`); `copy_for(tensor)` may give a replacement (`copies`)."""
-
-    def __init__(self, inputs: list, copy_for: Callable[[torch.Tensor], torch.Tensor | None]) -> None:
-        super().__init__()
-        self.known = {id(x) for x in inputs if isinstance(x, torch.Tensor)}
-        self.created: dict[int, torch.Tensor] = {}  # kept alive, so their ids stay theirs during the call
-        self.found: dict[int, torch.Tensor] = {}
-        self.copies: dict[int, torch.Tensor] = {}
-        self.copy_for = copy_for
-
-    def _lookup(self, x: torch.Tensor) -> torch.Tensor:
-        key = id(x)
-        if key in self.copies:
-            return self.copies[key]
-        if key in self.known or key in self.created:
-            return x
-        if key not in self.found:
-            self.found[key] = x
-            copy = self.copy_for(x)
-            if copy is not None:
-                self.copies[key] = copy
-                self.created[id(copy)] = copy
-                return copy
-        return x
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        args = _replace(args, self._lookup)
-        kwargs = _replace(kwargs or {}, self._lookup)
-        out = func(*args, **kwargs)
-        for x in _tensors(out):
-            self.created[id(x)] = x
-        return out
-
-
-class _Substitute(TorchFunctionMode):
-    """Replaces given tensors (by identity) in the arguments of every torch operation of a call."""
-
-    def __init__(self, mapping: dict[int, torch.Tensor]) -> None:
-        super().__init__()
-        self.mapping = mapping
-
-    def _lookup(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mapping.get(id(x), x)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*_replace(args, self._lookup), **_replace(kwargs or {}, self._lookup))
-
-
-def _substituted(call: Callable, mapping: dict[int, torch.Tensor]) -> Callable:
-    mode = _Substitute(mapping)
-
-    def run(t, y):
-        with mode:
-            return call(t, y)
-    return run

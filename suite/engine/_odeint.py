@@ -26,7 +26,7 @@ from suite.engine._adjoint import backward
 from suite.engine._field import POLICIES, Binding, FieldCall
 from suite.engine._memory import Kept, Recompute, Segments, advance, quantized, record_step
 from suite.engine._memory_setting import MEMORY_SETTINGS, MemoryPlan, parse_memory
-from suite.engine._scaler import AdjointScaler
+from suite.engine._scaler import AdjointScaler, OnFailure
 from suite.engine._stats import SolveStats
 from suite.engine._step import StateSpec
 from suite.engine._stepping import Plan, Solve, evaluate_stages
@@ -37,7 +37,7 @@ __all__ = ["odeint", "ENGINE_SCALINGS", "OUTPUTS", "ON_FAILURE", "MEMORY_SETTING
 
 ENGINE_SCALINGS = ("none", "dynamic")
 OUTPUTS = ("accumulate", "storage", "final")
-ON_FAILURE = ("raise", "nonfinite")
+ON_FAILURE = tuple(OnFailure)
 _ACCUMULATE = {"fp32": torch.float32, "fp64": torch.float64}
 
 
@@ -199,7 +199,7 @@ def odeint(
     args: Sequence = (),
     output: str = "accumulate",
     scaler: AdjointScaler | None = None,
-    on_failure: str = "raise",
+    on_failure: OnFailure | str = OnFailure.RAISE,
     stats: SolveStats | None = None,
     max_retries: int = 40,
     memory: str | MemoryPlan = "states",
@@ -265,6 +265,7 @@ def odeint(
         raise ValueError(f"output={output!r}; valid: {', '.join(OUTPUTS)}")
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure={on_failure!r}; valid: {', '.join(ON_FAILURE)}")
+    on_failure = OnFailure(on_failure)
     if policy not in POLICIES:
         raise ValueError(f"policy={policy!r}; valid: {', '.join(POLICIES)}")
     if accumulate is None:

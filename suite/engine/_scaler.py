@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 
-__all__ = ["AdjointScaler", "ScalerExhausted", "ScalerRound", "GIVE_UP_REASONS"]
+__all__ = ["AdjointScaler", "ScalerExhausted", "ScalerRound", "GIVE_UP_REASONS", "OnFailure"]
 
 GIVE_UP_REASONS = {
     1: "the adjoint stayed non-finite after {retries} halvings of the scale at this step (the vector field's "
@@ -34,6 +35,13 @@ GIVE_UP_REASONS = {
     4: "the adjoint stayed non-finite down to the smallest scale the compute dtype can hold (halving once more "
        "would flush the scaled adjoint to zero)",
 }
+
+
+class OnFailure(StrEnum):
+    """What `odeint` does when the dynamic scaler gives up (`on_failure=`)."""
+
+    RAISE = "raise"  # ScalerExhausted
+    NONFINITE = "nonfinite"  # NaN gradients: a training loop skips the step and counts it, as GradScaler does
 
 
 class ScalerExhausted(FloatingPointError):

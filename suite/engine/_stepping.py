@@ -12,7 +12,7 @@ import torch
 
 from suite.engine._field import Binding, FieldCall
 from suite.engine._memory_setting import MemoryPlan
-from suite.engine._scaler import AdjointScaler
+from suite.engine._scaler import AdjointScaler, OnFailure
 from suite.engine._stats import SolveStats
 from suite.engine._step import StateSpec
 from suite.engine._tableau import ButcherTableau
@@ -33,7 +33,7 @@ class Solve:
     scaler: AdjointScaler | None
     stats: SolveStats
     output: str
-    on_failure: str
+    on_failure: OnFailure
     grad_wanted: bool
     device: torch.device
     memory: MemoryPlan = field(default_factory=lambda: MemoryPlan("states"))
