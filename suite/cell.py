@@ -11,6 +11,7 @@ or `failure_outcome` for a cell whose process ended without one), put together b
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -22,15 +23,16 @@ import torch
 
 from suite.backends import get_backend
 from suite.checkpoint import CheckpointPolicy
-from suite.engine import ScalerExhausted
-from suite.measure import PeakMemory, device_class, torch_build
+from suite.engine import OnFailure, ScalerExhausted
+from suite.measure import PeakMemory, capture_env, device_class, torch_build
 from suite.precision import get_precision, tf32_mode
 from suite.records import SCHEMA, Status
+from suite.scaling import OnOverflow
 from suite.spec import Cell
 from suite.tasks import CellContext, CellTimeout, NonFiniteResult, get_task
 
-__all__ = ["run_cell", "record_header", "make_record", "failure_outcome", "checkpoint_policy", "cell_inputs",
-           "unsupported_reason", "is_out_of_memory"]
+__all__ = ["run_cell", "record_header", "RecordHeaders", "make_record", "failure_outcome", "checkpoint_policy",
+           "cell_inputs", "unsupported_reason", "is_out_of_memory"]
 
 
 def _device_problem(device: str) -> str | None:
@@ -149,8 +151,8 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
     solver = backend.solver(cell.method, cell.precision, cell.scaling)
     if cell.memory != "states":
         solver.memory = cell.memory
-    if cell.on_overflow == "skip":
-        solver.on_failure = "nonfinite"  # the engine hands back NaN gradients; the training loop skips the step
+    if cell.on_overflow == OnOverflow.SKIP:
+        solver.on_failure = OnFailure.NONFINITE  # the engine hands back NaN gradients; the training loop skips the step
     ctx = CellContext(
         solver=solver, precision=precision, on_overflow=cell.on_overflow,
         scaling=cell.scaling, method=cell.method, steps=cell.steps, seed=cell.seed, device=device,
@@ -195,6 +197,35 @@ def record_header(cell: Cell, run_id: str, inputs: dict, env: dict) -> dict:
         "spec": {"path": cell.spec_path, "sha256": cell.spec_sha256},
         "inputs": inputs, "params": cell.params.model_dump(mode="json"), "env": env,
     }
+
+
+class RecordHeaders:
+    """The record headers of one run, each cell's inputs (per task, device and parameters) and environment
+    (per device and backend) worked out once: every executor keys them the same way.
+
+    `env_device`: the device whose environment is recorded when it is not the cell's own (the coordinator
+    records the machine it runs on, for the records of cells whose job wrote none).
+    """
+
+    def __init__(self, run_id: str, env_device: str | None = None) -> None:
+        self.run_id, self.env_device = run_id, env_device
+        self._inputs: dict[str, dict] = {}
+        self._env: dict[tuple[str, str], dict] = {}
+
+    def inputs(self, cell: Cell) -> dict:
+        key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
+        if key not in self._inputs:
+            self._inputs[key] = cell_inputs(cell)
+        return self._inputs[key]
+
+    def env(self, cell: Cell) -> dict:
+        key = (cell.device, cell.backend)
+        if key not in self._env:
+            self._env[key] = capture_env(self.env_device or cell.device, get_backend(cell.backend).versions())
+        return self._env[key]
+
+    def __call__(self, cell: Cell) -> dict:
+        return record_header(cell, self.run_id, self.inputs(cell), self.env(cell))
 
 
 def failure_outcome(status: str, reason: str, detail: str | None = None) -> dict:

@@ -4,7 +4,9 @@ Cells match by their key (task, variant, backend, method, steps, precision, scal
 task the run contains: a baseline cell missing from the run is a regression, a new cell is listed, and a task
 absent from the run is skipped with a note (so one task can be gated alone).
 
-How a metric is compared is declared by its task (`AbstractTask.gate_rules`), never one tolerance for all:
+How a metric is compared is declared by its task (`AbstractTask.gate_rules`), never one tolerance for all; the
+caller hands those rules in (`task_rules`: the CLI passes every registered task's, `suite.tasks.gate_rules`),
+so the gate knows nothing of the tasks themselves:
 - status: ok → anything else is a regression; nonfinite/error/... → ok is an improvement;
 - deterministic accuracy metrics: a relative tolerance (tight by default; a spec may override it in `[gate]`);
 - Monte Carlo metrics with a standard error: a z-test on the difference;
@@ -18,15 +20,14 @@ How a metric is compared is declared by its task (`AbstractTask.gate_rules`), ne
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from suite.records import Status, device_classes, latest_by_cell
 from suite.rules import COMMON_RULES, Rule
-from suite.tasks import TASKS
 
-__all__ = ["Rule", "GateRow", "GateResult", "compare_records", "COMMON_RULES", "cell_key", "TIME_TOLERANCES"]
+__all__ = ["Rule", "GateRow", "GateResult", "compare_records", "COMMON_RULES", "match_key", "TIME_TOLERANCES"]
 
 KEY_FIELDS = ("task", "variant", "backend", "method", "steps", "precision", "scaling", "seed", "profile")
 
@@ -69,7 +70,7 @@ class GateResult:
         return "\n".join(lines) + "\n"
 
 
-def cell_key(record: dict) -> tuple:
+def match_key(record: dict) -> tuple:
     """The key fields, then the engine memory setting when it is not the default (records and baselines
     from before the knob have none: they are "states")."""
     memory = record.get("memory_setting", "states")
@@ -92,10 +93,8 @@ def _fmt(value: float) -> str:
 
 
 # ---------------------------------------------------------------- metric rules
-def _rules_for(task: str, overrides: dict[str, float]) -> dict[str, Rule]:
-    rules = dict(COMMON_RULES)
-    if task in TASKS:
-        rules.update(TASKS.get(task).gate_rules)
+def _rules_for(task_rules: Mapping[str, Rule], overrides: dict[str, float]) -> dict[str, Rule]:
+    rules = {**COMMON_RULES, **task_rules}
     for metric, tolerance in overrides.items():
         if metric in rules:
             rules[metric] = rules[metric].with_tolerance(tolerance)
@@ -225,17 +224,20 @@ TIME_TOLERANCES = {
 
 def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = None,
                     overrides: dict[str, dict[str, float]] | None = None, time_factor: float | None = None,
-                    absolute_time_factor: float | None = None, min_time_s: float | None = None) -> GateResult:
+                    absolute_time_factor: float | None = None, min_time_s: float | None = None, *,
+                    task_rules: Mapping[str, Mapping[str, Rule]]) -> GateResult:
     """The gate's verdicts for `new` against `old` (both lists of records; the latest record per cell counts).
-    Time tolerances default by device type (TIME_TOLERANCES)."""
+
+    `task_rules`: task → its metric rules (a task without an entry gets COMMON_RULES only). Time tolerances
+    default by device type (TIME_TOLERANCES)."""
     overrides = overrides or {}
     device = "cuda" if any(r["device"] == "cuda" and r["status"] == "ok" for r in new) else "cpu"
     defaults = TIME_TOLERANCES[device]
     time_factor = time_factor or defaults["time_factor"]
     absolute_time_factor = absolute_time_factor or defaults["absolute_time_factor"]
     min_time_s = defaults["min_time_s"] if min_time_s is None else min_time_s
-    old_cells = {cell_key(r): r for r in latest_by_cell(old).values()}
-    new_cells = {cell_key(r): r for r in latest_by_cell(new).values()}
+    old_cells = {match_key(r): r for r in latest_by_cell(old).values()}
+    new_cells = {match_key(r): r for r in latest_by_cell(new).values()}
     run_tasks = {k[0] for k in new_cells}
     wanted = set(tasks) if tasks else run_tasks
     result = GateResult()
@@ -259,8 +261,8 @@ def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = 
         if status is not None:
             result.rows.append(status)
         if record["status"] == "ok" and new_cells[key]["status"] == "ok":
-            result.rows += list(_metric_rows(name, _rules_for(key[0], overrides.get(key[0], {})), record,
-                                             new_cells[key]))
+            rules = _rules_for(task_rules.get(key[0], {}), overrides.get(key[0], {}))
+            result.rows += list(_metric_rows(name, rules, record, new_cells[key]))
     for key in sorted(set(new_cells) - set(old_cells), key=_key_text):
         result.rows.append(GateRow(_key_text(key), "cell", "–", new_cells[key]["status"], "", "", "new",
                                    "not in the baseline"))

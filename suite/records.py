@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "SCHEMA", "Status", "RecordStore", "RecordsError", "RecordsWriteError", "read_records", "FAILED_STATUSES",
     "REQUIRED_KEYS", "validate_run_id", "RUN_ID_PATTERN", "latest_by_cell", "CorruptTail", "device_classes",
+    "json_safe", "record_problem",
 ]
 
 # 2: records carry `inputs` (what --resume compares: data set and its fingerprint, device class, torch
@@ -69,14 +70,14 @@ def validate_run_id(run_id: object, where: str = "run id") -> str:
     return run_id
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no inf/NaN: store them as strings so the file stays standard JSON, and say so."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)  # 'inf', '-inf', 'nan'
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -145,7 +146,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) or value in _NONFINITE_STRINGS
 
 
-def _record_problem(record: Any) -> str | None:
+def record_problem(record: Any) -> str | None:
     """Why a parsed line is not a ctbench record of this schema (None when it is)."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
@@ -216,7 +217,7 @@ class RecordStore:
     def append(self, record: dict) -> None:
         """Write one record as one line; on failure leave the file as it was and raise RecordsWriteError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+        line = (json.dumps(json_safe(record), sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -255,7 +256,7 @@ def read_records(path: Path | str) -> list[dict]:
                  "this one") for number, why in bad]
     records = []
     for number, record in parsed:
-        problem = _record_problem(record)
+        problem = record_problem(record)
         if problem:
             problems.append((number, problem))
         elif not problems:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from suite.registry import Registry
 
-__all__ = ["Scaling", "SCALINGS"]
+__all__ = ["Scaling", "SCALINGS", "OnOverflow"]
+
+
+class OnOverflow(StrEnum):
+    """What a training cell does with a non-finite gradient (a spec's `solver.on_overflow`)."""
+
+    FAIL = "fail"  # the cell ends `nonfinite`
+    SKIP = "skip"  # that optimizer step is skipped and counted, as torch.amp.GradScaler does
 
 
 @dataclass(frozen=True)

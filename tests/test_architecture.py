@@ -1,8 +1,10 @@
 """The import graph of `suite/`, read from the source (no import runs): circles are found, never assumed away.
 
-Any circle fails, and so does a module below the executors that imports them (the cell kernel, the resume
-rule and the records are what every executor builds on). `rules.py` is a leaf, so the tasks that declare
-gate rules and the gate that applies them never import each other's way up.
+Any circle fails, and so does an import that runs up the layers (LAYERS, the README's "Layout" diagram):
+the cell kernel, the resume rule and the records are what every executor builds on, so nothing below the
+executors imports them; `rules.py` is a leaf, so the tasks that declare gate rules and the gate that applies
+them never import each other's way up. Modules stay under 400 lines, and a `suite` import inside a function
+(which hides an edge from a reader) needs a comment that says which import time it saves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,21 @@ SUITE = Path(__file__).resolve().parents[1] / "suite"
 
 # none left: a circle found here is new
 KNOWN_CIRCLES: list[set[str]] = []
+
+# Bottom to top: a module may import its own layer and those below it, never one above.
+LAYERS: list[tuple[str, ...]] = [
+    ("suite", "suite.registry", "suite.rules", "suite.strict", "suite.records", "suite.lock", "suite.measure",
+     "suite.checkpoint", "suite.precision", "suite.scaling"),
+    ("suite.engine",),
+    ("suite.data", "suite.models", "suite.references"),
+    ("suite.backends",),
+    ("suite.tasks",),
+    ("suite.spec_schema", "suite.spec"),
+    ("suite.cell", "suite.resume", "suite.baseline", "suite.gate", "suite.report"),
+    ("suite.executors",),
+    ("suite.cli", "suite.__main__"),
+]
+MAX_LINES = 400
 
 
 def _modules() -> dict[str, Path]:
@@ -118,3 +135,63 @@ def test_nothing_below_the_executors_imports_them():
         if name.startswith("suite.executors") or name.startswith("suite.cli"):
             continue
         assert not any(i.startswith("suite.executors") for i in imports), f"{name} imports an executor module"
+
+
+def layer_of(module: str) -> int:
+    """The layer of the longest LAYERS prefix that names the module or a package above it."""
+    best, best_len = None, -1
+    for level, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = level, len(prefix)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS (and the README's Layout)"
+    return best
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    return sorted((a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+
+
+def test_no_import_runs_up_the_layers():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_can_fail():
+    assert upward_imports({"suite.tasks.soc": {"suite.cli.run"}, "suite.cli.run": {"suite.tasks"}}) == [
+        ("suite.tasks.soc", "suite.cli.run")]
+
+
+def function_level_imports() -> list[str]:
+    """`suite` imports inside function bodies without a comment saying what import time they save."""
+    found = []
+    for name, path in _modules().items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                if any(n == "suite" or n.startswith("suite.") for n in names) and \
+                        "import time" not in lines[node.lineno - 1]:
+                    found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_no_suite_import_hides_inside_a_function():
+    assert function_level_imports() == []
+
+
+def test_every_module_is_under_the_line_limit():
+    long = {name: n for name, path in _modules().items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) >= MAX_LINES}
+    assert not long, f"modules of {MAX_LINES} lines or more (split them by their jobs): {long}"
+
+
+def test_the_cli_progress_bar_is_a_run_reporter():
+    """Executors know the reporter only as the RunReporter Protocol; the CLI's rich one must satisfy it."""
+    from suite.cli import Reporter
+    from suite.executors.reporter import RunReporter
+
+    assert isinstance(Reporter(), RunReporter)
+    assert not isinstance(object(), RunReporter)

@@ -260,13 +260,13 @@ def test_a_run_loads_only_the_specs_it_needs_and_one_spec_per_task(tmp_path, mon
     broken.write_text((ROOT / "suite" / "specs" / "cnf-2d.toml").read_text().replace("[solver]", "[solverr]"))
     unreadable = tmp_path / "notes.toml"
     unreadable.write_bytes(b"\xff\xfe not toml")
-    monkeypatch.setattr("suite.cli.spec_files", lambda: [STIFF, broken, unreadable])
+    monkeypatch.setattr("suite.cli.run.spec_files", lambda: [STIFF, broken, unreadable])
     assert main(["run", *ENGINE_FP32, "--out", str(tmp_path / "a")]) == 0  # the broken cnf-2d spec is not needed
     assert main(["run", "--task", "cnf-2d", "--out", str(tmp_path / "b")]) == 2
     assert "solverr" in capsys.readouterr().err
     second = tmp_path / "stiff-copy.toml"
     second.write_text(STIFF.read_text())
-    monkeypatch.setattr("suite.cli.spec_files", lambda: [STIFF, second])
+    monkeypatch.setattr("suite.cli.run.spec_files", lambda: [STIFF, second])
     assert main(["run", *ENGINE_FP32, "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert str(STIFF) in err and str(second) in err and "already defined by" in err

@@ -12,7 +12,7 @@ import pytest
 
 from suite.baseline import BaselineError, load_baseline, write_baseline
 from suite.cli import main
-from suite.gate import compare_records
+from suite.cli.gate import compare_records
 from suite.records import SCHEMA, RecordStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,15 +17,26 @@ from __future__ import annotations
 
 import math
 import tomllib
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from suite.strict import StrictModel
 
 __all__ = ["ExecutorConfig", "ExecutorConfigError", "SlurmUnavailable", "LocalSettings", "SlurmSettings",
-           "load_executor_config", "EXECUTOR_KINDS"]
+           "load_executor_config", "ExecutorKind", "EXECUTOR_KINDS"]
 
-EXECUTOR_KINDS = ("inprocess", "local", "slurm")
+
+class ExecutorKind(StrEnum):
+    """Where cells run: this process, one process per cell on this machine, one SLURM job per cell."""
+
+    INPROCESS = "inprocess"
+    LOCAL = "local"
+    SLURM = "slurm"
+
+
+EXECUTOR_KINDS = tuple(ExecutorKind)
 
 
 class ExecutorConfigError(ValueError):
@@ -36,11 +47,7 @@ class SlurmUnavailable(ExecutorConfigError):
     """--executor slurm on a machine without SLURM's commands."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class LocalSettings(_Strict):
+class LocalSettings(StrictModel, strict=True):
     """One machine: each cell in its own process (submitit's local executor)."""
 
     jobs: int = Field(1, ge=1, description="cells running at once (CPU cells; CUDA cells also need a free GPU)")
@@ -51,7 +58,7 @@ class LocalSettings(_Strict):
                                                                  "machine's cores divided by jobs)")
 
 
-class SlurmSettings(_Strict):
+class SlurmSettings(StrictModel, strict=True):
     """A SLURM cluster: one job per cell, submitted as job arrays (submitit's SlurmExecutor)."""
 
     partition: str | None = None
@@ -74,8 +81,9 @@ class SlurmSettings(_Strict):
     job_name: str = "ctbench"
 
 
-class ExecutorConfig(_Strict):
-    executor: Literal["inprocess", "local", "slurm"] = "inprocess"
+class ExecutorConfig(StrictModel, strict=True):
+    # the one field a file or flag gives as text: its enum takes the value's string (strict mode would not)
+    executor: ExecutorKind = Field(ExecutorKind.INPROCESS, strict=False)
     checkpoint_every: int = Field(25, ge=0, description="training iterations between checkpoints (0: only "
                                                         "when a job is asked to stop)")
     timeout_grace_s: float = Field(60.0, ge=0, description="a cell still running this long after its "

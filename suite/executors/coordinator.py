@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from suite.backends import get_backend
-from suite.cell import cell_inputs, failure_outcome, make_record, record_header, unsupported_reason
+from suite.backends import BACKENDS, get_backend
+from suite.cell import RecordHeaders, failure_outcome, make_record, unsupported_reason
 from suite.executors.config import ExecutorConfig, ExecutorConfigError
 from suite.executors.exchange import (
     Manifest,
@@ -35,12 +35,13 @@ from suite.executors.exchange import (
 from suite.executors.inprocess import RunSummary
 from suite.executors.jobs import jobs_for
 from suite.executors.reconcile import reconcile, record_job_failure
+from suite.executors.reporter import RunReporter
 from suite.executors.worker import cell_payload
-from suite.measure import capture_env
 from suite.records import RecordStore, Status, read_records, validate_run_id
+from suite.registry import plugin_modules_from_env
 from suite.resume import NOT_KNOWABLE_HERE, plan_resume
 from suite.spec import Cell
-from suite.tasks import get_task
+from suite.tasks import TASKS, get_task
 
 __all__ = ["Coordinator", "plugin_imports"]
 
@@ -49,9 +50,12 @@ POLL_S = 0.25
 
 def plugin_imports(cell: Cell) -> list[str]:
     """Modules a worker must import to find the cell's task and backend (plug-ins outside ctbench)."""
-    modules = {type(get_task(cell.task)).__module__, type(get_backend(cell.backend)).__module__}
-    env = [m for m in os.environ.get("CTBENCH_PLUGINS", "").split(",") if m]
-    return sorted({m for m in modules if not m.startswith("suite.")} | set(env))
+    own = []  # members from entry points are not listed: the worker loads every installed plug-in itself
+    if cell.task not in TASKS.from_entry_points:
+        own.append(type(get_task(cell.task)).__module__)
+    if cell.backend not in BACKENDS.from_entry_points:
+        own.append(type(get_backend(cell.backend)).__module__)
+    return sorted({m for m in own if not m.startswith("suite.")} | set(plugin_modules_from_env()))
 
 
 @dataclass
@@ -65,27 +69,22 @@ class _Running:
 class Coordinator:
     """Runs a matrix through a job engine (local or SLURM); the caller holds the run directory's lock."""
 
-    def __init__(self, config: ExecutorConfig, out_dir: Path, run_id: str, reporter=None) -> None:
+    def __init__(self, config: ExecutorConfig, out_dir: Path, run_id: str,
+                 reporter: RunReporter | None = None) -> None:
         validate_run_id(run_id)
         self.config, self.out_dir, self.run_id, self.reporter = config, out_dir, run_id, reporter
         self.kind = config.executor
         self.engine = jobs_for(self.kind, out_dir, config)
         self.manifest = Manifest(out_dir)
         self.summary = RunSummary(run_id=run_id, out_dir=out_dir)
-        self.inputs_cache: dict[str, dict] = {}
-        self.env_cache: dict[str, dict] = {}
+        # the coordinator's own machine (a login node may have no GPU): see _header
+        self.headers = RecordHeaders(run_id, env_device="cpu")
 
     # ------------------------------------------------------------ shared
     def _header(self, cell: Cell) -> dict:
         """The record header the coordinator can know (its own env): used only for records of cells whose job
         wrote none; a worker's record carries the env and inputs of the machine that ran it."""
-        key = f"{cell.task}|{cell.device}|{cell.params.model_dump_json()}"
-        if key not in self.inputs_cache:
-            self.inputs_cache[key] = cell_inputs(cell)
-        env_key = f"{cell.device}/{cell.backend}"
-        if env_key not in self.env_cache:
-            self.env_cache[env_key] = capture_env("cpu", get_backend(cell.backend).versions())
-        return record_header(cell, self.run_id, self.inputs_cache[key], self.env_cache[env_key])
+        return self.headers(cell)
 
     def _payload(self, cell: Cell, submission: str, info: dict) -> dict:
         return {"cell": cell_payload(cell), "run_id": self.run_id, "out_dir": str(self.out_dir.resolve()),
@@ -98,7 +97,7 @@ class Coordinator:
                 "executor_info": info, "header": self._header(cell), **job_fields}
 
     def _finished(self, cell: Cell | None, record: dict) -> None:
-        self.summary.counts[record["status"]] += 1
+        self.summary.recorded(record["status"])
         if self.reporter and cell is not None:
             self.reporter.cell_finished(cell, record)
 
@@ -111,7 +110,7 @@ class Coordinator:
 
     def _inputs_now(self, cell: Cell) -> dict:
         """What resume compares; a GPU that only the cluster's nodes have is not judged from a login node."""
-        inputs = cell_inputs(cell)
+        inputs = dict(self.headers.inputs(cell))
         if self.kind == "slurm" and cell.device == "cuda" and not torch.cuda.is_available():
             inputs["device_class"] = NOT_KNOWABLE_HERE
         return inputs
@@ -180,7 +179,7 @@ class Coordinator:
             jobs, fields = self.engine.submit_array(device, group[0].timeout_s, payloads)
             for cell, submission, job in zip(group, submissions, jobs, strict=True):
                 self.manifest.append(self._entry(cell, submission, {**fields, "job_id": job.job_id}, info))
-                self.summary.counts["submitted"] += 1
+                self.summary.submitted += 1
                 if self.reporter:
                     self.reporter.note(f"submitted: {cell.cell_id} → SLURM job {job.job_id}")
 

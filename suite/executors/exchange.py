@@ -24,9 +24,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.records import RecordStore, _json_safe, _record_problem, read_records
+from suite.records import RecordStore, json_safe, read_records, record_problem
 
-__all__ = ["cell_key", "write_json_atomic", "write_cell_record", "pending_records", "collect", "CollectResult",
+__all__ = ["cell_file_stem", "write_json_atomic", "write_cell_record", "pending_records", "collect", "CollectResult",
            "Manifest", "running_marker", "read_marker", "now_iso", "write_plan", "read_plan",
            "this_host"]
 
@@ -38,7 +38,7 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def cell_key(cell_id: str) -> str:
+def cell_file_stem(cell_id: str) -> str:
     """A file-name-safe, collision-free name for a cell id."""
     readable = re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell_id)[:150]
     return f"{readable}-{hashlib.sha256(cell_id.encode()).hexdigest()[:8]}"
@@ -47,7 +47,7 @@ def cell_key(cell_id: str) -> str:
 def write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(_json_safe(obj), sort_keys=True, allow_nan=False).encode()
+    data = json.dumps(json_safe(obj), sort_keys=True, allow_nan=False).encode()
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -56,13 +56,13 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def write_cell_record(out_dir: Path, record: dict) -> Path:
-    path = out_dir / CELLS / f"{cell_key(record['cell_id'])}.{record['record_id']}.record.json"
+    path = out_dir / CELLS / f"{cell_file_stem(record['cell_id'])}.{record['record_id']}.record.json"
     write_json_atomic(path, record)
     return path
 
 
 def running_marker(out_dir: Path, cell_id: str) -> Path:
-    return out_dir / CELLS / f"{cell_key(cell_id)}.running.json"
+    return out_dir / CELLS / f"{cell_file_stem(cell_id)}.running.json"
 
 
 def read_marker(path: Path) -> dict | None:
@@ -79,7 +79,7 @@ def pending_records(out_dir: Path, set_aside: bool = True) -> list[tuple[Path, d
     for path in sorted((out_dir / CELLS).glob("*.record.json"), key=lambda p: p.stat().st_mtime):
         try:
             record = json.loads(path.read_text())
-            problem = _record_problem(record) or (None if isinstance(record.get("record_id"), str)
+            problem = record_problem(record) or (None if isinstance(record.get("record_id"), str)
                                                   else "no record_id")
         except (OSError, ValueError) as exc:
             problem = str(exc)
@@ -131,7 +131,7 @@ class Manifest:
 
     def append(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(_json_safe(entry), sort_keys=True) + "\n").encode()
+        line = (json.dumps(json_safe(entry), sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)

@@ -8,16 +8,14 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.backends import get_backend
-from suite.cell import cell_inputs, make_record, record_header, run_cell
+from suite.cell import RecordHeaders, make_record, run_cell
 from suite.executors.config import ExecutorConfig
 from suite.executors.exchange import Manifest, now_iso, running_marker, this_host, write_json_atomic, write_plan
 from suite.executors.reconcile import reconcile
-from suite.measure import capture_env
+from suite.executors.reporter import RunReporter
 from suite.records import SCHEMA, RecordStore, RecordsWriteError, Status, read_records, validate_run_id
 from suite.resume import plan_resume
 from suite.spec import Cell
@@ -31,15 +29,33 @@ class RunStoreError(RuntimeError):
 
 @dataclass
 class RunSummary:
+    """What a run did: cells recorded by status, cells handed to a job engine that have no record yet
+    (SLURM: the command returns once they are submitted), and cells kept from earlier records."""
+
     run_id: str
     out_dir: Path
-    counts: Counter = field(default_factory=Counter)
+    statuses: Counter[Status] = field(default_factory=Counter)
+    submitted: int = 0
     skipped: int = 0
     kept: Counter = field(default_factory=Counter)  # status → cells kept from earlier records (resume)
 
+    def recorded(self, status: str) -> None:
+        self.statuses[Status(status)] += 1
+
+    @property
+    def counts(self) -> Counter[str]:
+        """statuses and `submitted` together, by name: what the CLI prints."""
+        merged: Counter[str] = Counter({str(k): v for k, v in self.statuses.items()})
+        if self.submitted:
+            merged["submitted"] = self.submitted
+        return merged
+
+    def counts_text(self) -> str:
+        return ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items())) or "nothing to run"
+
     @property
     def n_errors(self) -> int:
-        return self.counts[Status.ERROR.value]
+        return self.statuses[Status.ERROR]
 
 
 def new_run_id(profile: str) -> str:
@@ -61,7 +77,7 @@ def run_cells(
     out_dir: Path,
     run_id: str,
     resume: bool = False,
-    reporter: Callable | None = None,
+    reporter: RunReporter | None = None,
     retry_failed: bool = False,
     rerun_changed: bool = False,
     checkpoint_every: int | None = None,
@@ -86,8 +102,7 @@ def run_cells(
         if previous:
             run_id = summary.run_id = previous[0]["run_id"]  # one run id per records file
     summary.skipped = len(cells) - len(todo)
-    env_cache: dict[str, dict] = {}
-    inputs_cache: dict[str, dict] = {}
+    headers = RecordHeaders(run_id)
     if reporter:
         reporter.start(len(todo), summary.skipped, summary.kept)
     write_plan(out_dir, run_id, "inprocess", [c.cell_id for c in todo])  # what `ctbench status` shows
@@ -99,16 +114,10 @@ def run_cells(
             write_json_atomic(marker, {"cell_id": cell.cell_id, "pid": os.getpid(), "host": this_host(),
                                        "started_at": now_iso(), "state": "running"})
             started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            key = json.dumps([cell.task, cell.device, cell.params.model_dump(mode="json")], sort_keys=True)
-            if key not in inputs_cache:
-                inputs_cache[key] = cell_inputs(cell)
+            headers.inputs(cell)  # before the cell runs: its data identity as it was given to the cell
             outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir,
                                checkpoint_every=checkpoint_every)
-            env_key = f"{cell.device}/{cell.backend}"
-            if env_key not in env_cache:
-                env_cache[env_key] = capture_env(cell.device, get_backend(cell.backend).versions())
-            record = make_record(record_header(cell, run_id, inputs_cache[key], env_cache[env_key]), started_at,
-                                 outcome)
+            record = make_record(headers(cell), started_at, outcome)
             try:
                 store.append(record)
             except RecordsWriteError as exc:
@@ -117,7 +126,7 @@ def run_cells(
                 raise RunStoreError(f"{exc.strerror}; the run stopped after {cell.cell_id} ({record['status']}): "
                                     f"{where}. Free space or fix permissions, then resume with --resume") from exc
             marker.unlink(missing_ok=True)
-            summary.counts[record["status"]] += 1
+            summary.recorded(record["status"])
             if reporter:
                 reporter.cell_finished(cell, record)
     finally:

@@ -20,8 +20,7 @@ from pathlib import Path
 import submitit
 import torch
 
-from suite.backends import get_backend
-from suite.cell import cell_inputs, make_record, record_header, run_cell
+from suite.cell import RecordHeaders, make_record, run_cell
 from suite.checkpoint import PREEMPTION, CellPreempted
 from suite.executors.exchange import (
     now_iso,
@@ -31,7 +30,7 @@ from suite.executors.exchange import (
     write_cell_record,
     write_json_atomic,
 )
-from suite.measure import capture_env
+from suite.registry import load_plugins
 from suite.spec import Cell
 from suite.tasks import get_task
 
@@ -80,7 +79,8 @@ class _Marker:
 
 def run_payload(payload: dict) -> str:
     """Run the payload's cell in this process; write its record file; return the file's path."""
-    for module in payload.get("imports", []):
+    load_plugins()  # installed plug-ins (entry points) and CTBENCH_PLUGINS, as the CLI loaded them
+    for module in payload.get("imports", []):  # a plug-in module that registered itself in the caller
         importlib.import_module(module)
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
@@ -105,9 +105,8 @@ def run_payload(payload: dict) -> str:
     if cell.device == "cpu":  # this process ran this cell alone: its peak RSS is the cell's own
         outcome["memory"] = {**outcome["memory"], "per_cell": True,
                              "what": "peak RSS (ru_maxrss) of the cell's own process, imports included"}
-    header = record_header(cell, payload["run_id"], cell_inputs(cell),
-                           capture_env(cell.device, get_backend(cell.backend).versions()))
-    record = make_record(header, started_at, outcome, record_id=payload["submission"], executor=executor)
+    record = make_record(RecordHeaders(payload["run_id"])(cell), started_at, outcome,
+                         record_id=payload["submission"], executor=executor)
     path = write_cell_record(out_dir, record)
     marker.remove()
     return str(path)

@@ -26,7 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import special
+
+from suite.data.toy2d import sample_toy2d
 
 __all__ = ["EntropyEstimate", "log_density", "entropy", "entropy_knn", "ENTROPY_METHODS"]
 
@@ -241,10 +244,6 @@ def log_density(name: str, x: np.ndarray, nodes: int | None = None) -> np.ndarra
 
 
 def _draw(name: str, n: int, seed: int) -> np.ndarray:
-    import torch
-
-    from suite.data.toy2d import sample_toy2d
-
     return sample_toy2d(name, n, torch.Generator().manual_seed(seed), dtype=torch.float64).numpy()
 
 

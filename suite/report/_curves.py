@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.report._plots import _pyplot
+from suite.report._plots import pyplot
 from suite.report._targets import curve_of, time_to_target_frame
 
 __all__ = ["time_to_target_table", "learning_curve_figures", "FLOOR_METRICS"]
@@ -74,7 +74,7 @@ def learning_curve_figures(task: str, records: list[dict], out_dir: Path) -> lis
     cells = [r for r in latest.values() if r["task"] == task and curve_of(r) is not None]
     if not cells:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     variants = list(dict.fromkeys(r["variant"] for r in cells))
     for variant in variants:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.report._plots import _pyplot
+from suite.report._plots import pyplot
 
 __all__ = ["frontier_table", "frontier_figure", "FRONTIER_TITLE", "FRONTIER_NOTE"]
 
@@ -72,7 +72,7 @@ def frontier_figure(task: str, frame: pd.DataFrame, out: Path) -> list[Path]:
     points = _points(frame)
     if len(points) < 2:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     variants = sorted(points["variant"].unique())
     fig, axes = plt.subplots(1, len(variants), figsize=(5.0 * len(variants), 4.0), squeeze=False)
     markers = {"fp64": "D", "fp32": "o", "tf32": "P", "bf16": "s", "fp16": "^"}

@@ -5,17 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from suite.references.toy2d_entropy import log_density
 from suite.registry import Registry
 
-__all__ = ["PLOTS"]
+__all__ = ["PLOTS", "pyplot"]
 
 Plot = Callable[[pd.DataFrame, Path, Path], list[Path]]  # (cells of one task, report dir, run dir)
 PLOTS: Registry[Plot] = Registry("report plot")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib on the file-only Agg backend, imported on first use (0.7 s measured on the CI machine,
+    which the CLI's other commands do not pay)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +33,7 @@ def stiff_plot(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Relative errors per configuration on a log axis; failed cells drawn as labelled gaps."""
     import seaborn as sns
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = {"metric:rel_err_y_T": "y(T)", "metric:rel_err_grad_y0": "∂y0", "metric:rel_err_grad_theta1": "∂θ1"}
     paths = []
     for variant, sub in frame.groupby("variant", sort=False):
@@ -64,10 +68,6 @@ TRUE_DENSITY = "true p(x)\n(exact)"
 
 def _true_density(ax, dataset: str, cells: pd.DataFrame, run_dir: Path, title: bool) -> None:
     """The data density itself (suite/references/toy2d_entropy.py), on the grid of the learned ones."""
-    import numpy as np
-
-    from suite.references.toy2d_entropy import log_density
-
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -95,7 +95,7 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
     """Learned densities: one row per dataset, one column per precision × scaling × backend."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     cells = frame[frame["status"] != "unsupported"].copy()
     if cells.empty:
         return []
@@ -137,7 +137,7 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
 @PLOTS.register("sde-adjoint-bias")
 def sde_bias_convergence(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Estimates ± 2 s.e. against the number of steps N, per problem; the reference as a line."""
-    plt = _pyplot()
+    plt = pyplot()
     cells = frame[frame["status"] == "ok"]
     if cells.empty:
         return []
@@ -168,7 +168,7 @@ def soc_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     2-D projection (first two coordinates) of evaluation trajectories heading for x_ref."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     cells = frame[(frame["status"] == "ok") & frame.get("artifact:curves", pd.Series(dtype=object)).notna()]
     if cells.empty:
         return []
@@ -205,7 +205,7 @@ def stl10_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path
     precision (failed cells are not drawn; the table lists them)."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     cells = frame[(frame["status"] == "ok") & frame.get("artifact:curve", pd.Series(dtype=object)).notna()]
     if cells.empty:
         return []

@@ -17,7 +17,14 @@ from suite.tasks._base import (
     scale_fields,
 )
 
+
+def gate_rules() -> dict:
+    """task → how the gate compares its metrics (`AbstractTask.gate_rules`), for every registered task:
+    what the CLI hands the gate, which itself never imports the tasks."""
+    return {name: dict(task.gate_rules) for name, task in TASKS.items()}
+
+
 __all__ = [
-    "TASKS", "AbstractTask", "CellContext", "CellTimeout", "NonFiniteResult", "TaskParams", "get_task",
+    "gate_rules", "TASKS", "AbstractTask", "CellContext", "CellTimeout", "NonFiniteResult", "TaskParams", "get_task",
     "scale_fields",
 ]

@@ -17,6 +17,7 @@ from suite.checkpoint import CheckpointPolicy
 from suite.precision import Precision
 from suite.registry import Registry
 from suite.rules import Rule
+from suite.scaling import OnOverflow
 
 __all__ = [
     "TaskParams", "AbstractTask", "TASKS", "get_task", "CellContext", "CellTimeout", "NonFiniteResult",
@@ -67,7 +68,7 @@ class CellContext:
     extra: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
     artifact_prefix: str = "cell"
-    on_overflow: str = "fail"
+    on_overflow: OnOverflow = OnOverflow.FAIL
     artifacts: dict[str, str] = field(default_factory=dict)
     checkpoint: CheckpointPolicy | None = None  # training cells save/restore through it (suite.checkpoint)
 
@@ -126,7 +127,7 @@ class AbstractTask(abc.ABC):
         return {}
 
 
-TASKS: Registry[AbstractTask] = Registry("task")
+TASKS: Registry[AbstractTask] = Registry("task", entry_point_group="ctbench.tasks")
 
 
 def get_task(name: str) -> AbstractTask:

@@ -13,6 +13,7 @@ import torch
 from suite.backends import get_backend
 from suite.checkpoint import PREEMPTION, CellPreempted, capture_state, restore_state, rng_state, set_rng_state
 from suite.measure import Stopwatch, synchronize
+from suite.scaling import OnOverflow
 from suite.tasks._base import NonFiniteResult
 
 __all__ = [
@@ -145,7 +146,7 @@ class TrainingLoop:
         self.watch = Stopwatch(ctx.device)
         self.peak = IterationPeak(ctx.device)
         self.saved_mib = math.nan
-        self.skip = getattr(ctx, "on_overflow", "fail") == "skip"
+        self.skip = getattr(ctx, "on_overflow", OnOverflow.FAIL) == OnOverflow.SKIP
         self.skipped = 0
         self.consecutive_skips = 0
         self.retries = 0
