@@ -23,6 +23,7 @@ import torch
 
 from suite.backends import get_backend
 from suite.checkpoint import CheckpointPolicy
+from suite.deadline import cell_deadline
 from suite.engine import OnFailure, ScalerExhausted
 from suite.measure import PeakMemory, capture_env, device_class, torch_build
 from suite.precision import get_precision, tf32_mode
@@ -167,7 +168,7 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
     status, reason = Status.OK, ""
     memory = PeakMemory(device)
     try:
-        with tf32_mode(precision.tf32), memory:
+        with cell_deadline(ctx.deadline), tf32_mode(precision.tf32), memory:
             metrics = task.run(cell.params, ctx)
         outcome["metrics"], bad = _finite_metrics(metrics)
         if bad:

@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - non-POSIX
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["RunLock", "RunLocked", "LOCK_NAME", "pid_alive"]
+__all__ = ["RunLock", "RunLocked", "LOCK_NAME", "pid_alive", "process_start", "same_process_alive"]
 
 LOCK_NAME = ".ctbench.lock"
 
@@ -40,6 +40,27 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def process_start(pid: int) -> str | None:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat field 22): with the pid, an
+    identity that a later process reusing the pid does not share. None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm)": the comm may hold spaces
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None  # a zombie has ended
+
+
+def same_process_alive(pid: int, start: str | None) -> bool:
+    """Whether the process (pid, start time) that wrote a marker still runs on this host."""
+    if not pid_alive(pid):
+        return False
+    now = process_start(pid)
+    if start is None or now is None:
+        return now is not None or not Path("/proc").is_dir()  # no start time to compare: the pid decides
+    return now == start
 
 
 def _holder_text(info: dict) -> str:

@@ -20,6 +20,10 @@ import json, os, re, subprocess, sys, time
 from pathlib import Path
 root = Path({root!r})
 script = Path(sys.argv[-1]).read_text()
+if os.environ.get("FAKE_SLURM_REJECT"):
+    print("sbatch: error: Batch job submission failed: Invalid account or account/partition combination",
+          file=sys.stderr)
+    sys.exit(1)
 counter = root / "counter"
 n = int(counter.read_text()) + 1 if counter.exists() else 4200
 counter.write_text(str(n))

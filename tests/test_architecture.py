@@ -20,7 +20,7 @@ KNOWN_CIRCLES: list[set[str]] = []
 # Bottom to top: a module may import its own layer and those below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
     ("suite", "suite.registry", "suite.rules", "suite.strict", "suite.records", "suite.lock", "suite.measure",
-     "suite.checkpoint", "suite.precision", "suite.scaling"),
+     "suite.checkpoint", "suite.precision", "suite.scaling", "suite.deadline"),
     ("suite.engine",),
     ("suite.data", "suite.models", "suite.references"),
     ("suite.backends",),

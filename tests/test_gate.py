@@ -112,14 +112,15 @@ def test_time_ratios_ignore_a_uniform_slowdown_and_catch_a_relative_one():
 def test_baselines_come_from_committed_code_and_carry_their_schema(tmp_path):
     with pytest.raises(BaselineError, match="measured run of committed code"):
         write_baseline(tmp_path / "b", [record(dirty=True)], None, "test")
-    meta = write_baseline(tmp_path / "b", [record(), record(task="cnf-2d")], None, "ctbench gate r --update")
+    meta = write_baseline(tmp_path / "b", [record(), record(task="cnf-2d")], None, "ctbench gate r --update",
+                          force=True)  # these made-up records name no spec file
     assert meta["tasks"] == ["cnf-2d", "stiff-rk4"] and "Measured, never hand-edited" in (
         tmp_path / "b" / "README.md").read_text()
-    write_baseline(tmp_path / "b", [record(precision="bf16")], ["stiff-rk4"], "update one task")
+    write_baseline(tmp_path / "b", [record(precision="bf16")], ["stiff-rk4"], "update one task", force=True)
     records, _ = load_baseline(tmp_path / "b")
     assert sorted((r["task"], r["precision"]) for r in records) == [("cnf-2d", "fp16"), ("stiff-rk4", "bf16")]
     meta_path = tmp_path / "b" / "baseline.json"
-    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "schema": 1}))
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "schema": 1}))  # a baseline.json edit
     with pytest.raises(BaselineError, match="schema 1; this ctbench reads schema"):
         load_baseline(tmp_path / "b")
 
@@ -128,12 +129,13 @@ def test_gate_command_exit_codes_markdown_and_a_missing_baseline(tmp_path, capsy
     run = tmp_path / "run"
     RecordStore(run / "records.jsonl").append(record(metrics={"rel_err_y_T": 1.0}))
     base = tmp_path / "base"
-    write_baseline(base, [record(metrics={"rel_err_y_T": 0.5})], None, "test")
+    write_baseline(base, [record(metrics={"rel_err_y_T": 0.5})], None, "test", force=True)
     assert main(["gate", str(run), "--baseline", str(base), "--markdown", str(tmp_path / "g.md")]) == 1
     text = (tmp_path / "g.md").read_text()
     assert "**1 regression(s)**" in text and "rel_err_y_T" in text and "0.5 → 1" in text
-    assert main(["gate", str(run), "--baseline", str(tmp_path / "nowhere")]) == 0
-    assert "NOTHING TO COMPARE" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["gate", str(run), "--baseline", str(tmp_path / "nowhere")]) == 2  # never a pass
+    assert "no baseline here" in capsys.readouterr().err
     bad = tmp_path / "old-schema"
     RecordStore(bad / "records.jsonl").append({**record(), "schema": 1})
     assert main(["compare", str(bad), str(run)]) == 2
@@ -164,3 +166,57 @@ def test_a_doctored_run_fails_the_committed_cpu_baseline(tmp_path, monkeypatch):
     run_cells(cells, broken, "broken")
     bad = compare_records(old, read_records(broken), tasks=["stiff-rk4"]).regressions
     assert any(r.metric.startswith("rel_err_grad") and "dynamic" in r.cell for r in bad), bad
+
+
+def _gate_fixture(tmp_path):
+    run = tmp_path / "run"
+    RecordStore(run / "records.jsonl").append(record(metrics={"rel_err_y_T": 0.5}))
+    base = tmp_path / "base"
+    write_baseline(base, [record(metrics={"rel_err_y_T": 0.5})], None, "test", force=True)
+    return run, base
+
+
+@pytest.mark.parametrize("damage", ["torn", "missing", "edited", "added"])
+def test_a_damaged_baseline_is_refused_naming_the_file_and_the_line(tmp_path, capsys, damage):
+    run, base = _gate_fixture(tmp_path)
+    write_baseline(base, [record(metrics={"rel_err_y_T": 0.5}), record(task="cnf-2d")], None, "test", force=True)
+    path = base / "records.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = {"torn": lines[0] + lines[1][: len(lines[1]) // 2], "missing": lines[0],
+               "edited": lines[0] + lines[1].replace(b'"fp16"', b'"fp32"'), "added": b"".join(lines) + lines[0]}
+    path.write_bytes(damaged[damage])
+    assert main(["gate", str(run), "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    line = {"torn": 2, "missing": 2, "edited": 2, "added": 3}[damage]
+    assert f"{path}:{line}" in err and "likely a bug" not in err
+
+
+def test_a_gate_that_compared_nothing_or_was_told_nonsense_is_an_error(tmp_path, capsys):
+    run, base = _gate_fixture(tmp_path)
+    assert main(["gate", str(run), "--baseline", str(base)]) == 0
+    assert main(["gate", str(run), "--baseline", str(base), "--task", "nope"]) == 2
+    assert "--task 'nope' has no records here; tasks in the records: stiff-rk4" in capsys.readouterr().err
+    other = tmp_path / "other"
+    RecordStore(other / "records.jsonl").append(record(task="cnf-2d"))
+    assert main(["gate", str(other), "--baseline", str(base)]) == 2  # no cell in both: nothing was checked
+    assert "checked nothing" in capsys.readouterr().err
+    assert main(["gate", str(other), "--baseline", str(base), "--allow-empty"]) == 0
+    assert main(["compare", str(base), str(other)]) == 2
+    for factor in ("nan", "0", "-1", "inf", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["gate", str(run), "--baseline", str(base), "--time-factor", factor])
+        assert exit_.value.code == 2
+    assert main(["gate", str(run), "--baseline", str(base), "--markdown", str(tmp_path / "no" / "g.md")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_update_takes_only_specs_committed_in_a_checkout_unless_forced(tmp_path, capsys):
+    spec = tmp_path / "mine.toml"
+    spec.write_text("task = 'stiff-rk4'\n")
+    mine = {**record(), "spec": {"path": str(spec), "sha256": "0" * 64}}
+    run = tmp_path / "run"
+    RecordStore(run / "records.jsonl").append(mine)
+    assert main(["gate", str(run), "--baseline", str(tmp_path / "b"), "--update"]) == 2
+    assert "is not in a git checkout" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["gate", str(run), "--baseline", str(tmp_path / "b"), "--update", "--force"]) == 0
+    assert "--force" in json.loads((tmp_path / "b" / "baseline.json").read_text())["command"]

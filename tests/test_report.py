@@ -66,3 +66,19 @@ def test_a_task_with_two_seeds_names_the_seed_of_every_row(tmp_path):
 def test_a_task_with_one_seed_has_no_seed_column(run_dir, tmp_path):
     build_report(run_dir, tmp_path / "rep")
     assert "seed" not in pd.read_csv(tmp_path / "rep" / "stiff-rk4.csv").columns
+
+
+def test_a_report_from_records_alone_leaves_out_what_needs_artifacts_and_says_so(tmp_path):
+    """baselines/cpu-smoke holds records only (no artifacts/): every task still gets its tables; the figures
+    drawn from artifact files are left out, and each task's notes say how many files were missing."""
+    from pathlib import Path
+
+    baseline = Path(__file__).resolve().parents[1] / "baselines" / "cpu-smoke"
+    assert not (baseline / "artifacts").exists()
+    assert main(["report", str(baseline), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "index.md").read_text()
+    for task in ("stiff-rk4", "cnf-2d", "otflow-bsds300", "stl10", "sde-adjoint-bias", "soc-100d"):
+        assert f"## {task}" in text
+    assert "Figures left out: 12 artifact file(s)" in (tmp_path / "r" / "soc-100d.md").read_text()
+    assert not (tmp_path / "r" / "soc-100d-curves.png").exists()
+    assert main(["compare", str(baseline), str(baseline)]) == 0  # compare reads records alone as well

@@ -195,3 +195,17 @@ def test_the_readme_cluster_example_is_a_valid_executor_config(slurm, tmp_path):
     Coordinator(config, tmp_path / "run", "r").run([_cell(device="cuda")])
     (script,) = _scripts(slurm)
     assert "#SBATCH --exclusive\n" in script and "#SBATCH --mem=65536M\n" in script
+
+
+def test_a_rejected_submission_is_one_user_error_and_leaves_no_plan(slurm, tmp_path, monkeypatch, capsys):
+    from suite.cli import main
+
+    monkeypatch.setenv("FAKE_SLURM_REJECT", "1")
+    out = tmp_path / "run"
+    code = main(["run", "--spec", str(ROOT / "tests" / "data" / "executor-stiff.toml"), "--executor", "slurm",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "sbatch refused the job array of 4 cpu cell(s): sbatch: error: Batch job submission failed" in err
+    assert "likely a bug" not in err and "Traceback" not in err
+    assert not (out / "jobs" / "plan.json").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
+from suite.deadline import check_deadline
 
 
 def _vjp(fn, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -33,6 +34,7 @@ class _StratonovichAdjoint(torch.autograd.Function):
         xs = [x0.detach()]
         x = xs[0]
         for i in range(t.shape[0] - 1):
+            check_deadline()
             h = t[i + 1] - t[i]
             x = x + problem.drift(t[i], x) * h + problem.diffusion(t[i], x) * dw[i]
             xs.append(x)
@@ -47,6 +49,7 @@ class _StratonovichAdjoint(torch.autograd.Function):
         problem, drift_hat = ctx.problem, ctx.drift_hat
         a = grad_traj[-1]
         for i in reversed(range(t.shape[0] - 1)):
+            check_deadline()
             h = t[i + 1] - t[i]
 
             def step(x, s, i=i, h=h):

@@ -13,6 +13,7 @@ import importlib
 import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AutocastSolver, Capabilities
+from suite.deadline import checked_field
 from suite.engine import get_method
 
 # Our method name -> torchdiffeq's name for the same tableau.
@@ -80,12 +81,13 @@ class TorchdiffeqSolver(AutocastSolver):
         tdq = _torchdiffeq()
         name = torchdiffeq_method(self.method)
         device = (y0[0] if isinstance(y0, tuple) else y0).device
+        if self.adjoint and params is None and not isinstance(func, torch.nn.Module):
+            params = ()
+        field = checked_field(func)  # timeout_s reaches inside the solve and its adjoint
         with self.autocast(device):
             if self.adjoint:
-                if params is None and not isinstance(func, torch.nn.Module):
-                    params = ()
-                return tdq.odeint_adjoint(func, y0, t, method=name, adjoint_params=params)
-            return tdq.odeint(func, y0, t, method=name)
+                return tdq.odeint_adjoint(field, y0, t, method=name, adjoint_params=params)
+            return tdq.odeint(field, y0, t, method=name)
 
 
 class TorchdiffeqAdjointSolver(TorchdiffeqSolver):

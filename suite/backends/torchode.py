@@ -16,6 +16,7 @@ import importlib
 import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AutocastSolver, Capabilities
+from suite.deadline import check_deadline
 from suite.engine import METHODS, get_method
 
 _STEP_CLASSES: dict[str, type] = {}
@@ -85,6 +86,7 @@ class TorchodeSolver(AutocastSolver):
             return tuple(out) if is_tuple else out[0]
 
         def vf(t_batch: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+            check_deadline()
             value = func(t_batch[0].to(t.dtype), split(flat))
             values = list(value) if is_tuple else [value]
             return torch.cat([v.reshape(batch, -1) for v in values], dim=1)

@@ -16,6 +16,7 @@ import importlib
 import torch
 
 from suite.backends._base import BACKENDS, AbstractBackend, AbstractSolver, Capabilities
+from suite.deadline import check_deadline
 
 SDE_TYPE = {"euler": "ito", "milstein": "ito", "heun": "stratonovich", "midpoint": "stratonovich",
             "reversible_heun": "stratonovich"}
@@ -66,6 +67,7 @@ class _TorchsdeModule(torch.nn.Module):
         self._drift, self._diffusion = drift, diffusion
 
     def f(self, t, y):
+        check_deadline()  # torchsde calls f once per step, forward and adjoint
         return self._drift(t, y)
 
     def g(self, t, y):

@@ -7,6 +7,7 @@ This is where the gate is handed its rules: every registered task's (`suite.task
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +28,34 @@ def compare_records(old: list[dict], new: list[dict], tasks: list[str] | None = 
                     overrides: dict[str, dict[str, float]] | None = None, **tolerances) -> gate.GateResult:
     """suite.gate.compare_records with every registered task's rules (plug-ins included)."""
     return gate.compare_records(old, new, tasks, overrides, task_rules=gate_rules(), **tolerances)
+
+
+def positive_factor(text: str) -> float:
+    """An argparse type: a finite number above zero (a NaN or non-positive factor would pass everything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}")
+    return value
+
+
+def _check_tasks(wanted: list[str] | None, *runs: list[dict]) -> None:
+    """`--task` names a task of the runs compared, or the comparison would silently skip it."""
+    present = {r["task"] for run in runs for r in run}
+    unknown = sorted(set(wanted or []) - present)
+    if unknown:
+        raise UsageError(f"--task {unknown[0]!r} has no records here; tasks in the records: "
+                         f"{', '.join(sorted(present)) or '(none)'}")
+
+
+def _checked_something(result: gate.GateResult, allow_empty: bool) -> None:
+    """A comparison that compared no metric, status or time is not a pass (all cells new, disjoint tasks)."""
+    if allow_empty or any(r.verdict in ("ok", "regression", "improvement") for r in result.rows):
+        return
+    why = "; ".join(result.notes) or "no cell is in both"
+    raise UsageError(f"the comparison checked nothing ({why}); --allow-empty accepts an empty comparison")
 
 
 def _gate_overrides(tasks: set[str], spec_paths: list[str] | None) -> dict[str, dict[str, float]]:
@@ -64,39 +93,51 @@ def _print_gate(result: gate.GateResult, title: str, markdown: str | None) -> No
             fh.write(text)
 
 
+def _markdown_target(path: str | None) -> None:
+    """Refuse a --markdown file whose folder does not exist before anything is compared."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"--markdown {path}: the folder {Path(path).parent} does not exist")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    _markdown_target(args.markdown)
     old, new = read_records(Path(args.run_a)), read_records(Path(args.run_b))
+    _check_tasks(args.task, old, new)
     tasks = set(args.task) if args.task else {r["task"] for r in new}
     result = compare_records(old, new, args.task, _gate_overrides(tasks, args.spec), time_factor=args.time_factor)
     _print_gate(result, f"compare {args.run_a} → {args.run_b}", args.markdown)
+    _checked_something(result, args.allow_empty)
     return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    _markdown_target(args.markdown)
     run = read_records(Path(args.run))
     baseline = Path(args.baseline)
     if args.update:
+        _check_tasks(args.task, run)
         command = " ".join(["ctbench gate", args.run, "--baseline", args.baseline, "--update",
-                            *(f"--task {t}" for t in args.task or [])])
+                            *(f"--task {t}" for t in args.task or []), *(["--force"] if args.force else [])])
         try:
-            meta = write_baseline(baseline, run, args.task, command)
+            meta = write_baseline(baseline, run, args.task, command, force=args.force)
         except BaselineError as exc:
             raise UsageError(str(exc)) from None
         console.print(f"baseline {baseline} written: {meta['cells']} cells of {', '.join(meta['tasks'])} "
                       f"(commit {', '.join(meta['git_sha'])}, {', '.join(meta['device_class'])})")
         return 0
+    if args.force:
+        raise UsageError("--force goes with --update (it writes a baseline from specs that are not committed)")
     try:
         old, meta = load_baseline(baseline)
     except BaselineError as exc:
-        if not (baseline / "records.jsonl").exists():
-            console.print(styled("bold yellow", f"NOTHING TO COMPARE: {exc}"))
-            return 0
         raise UsageError(str(exc)) from None
+    _check_tasks(args.task, old, run)
     tasks = set(args.task) if args.task else {r["task"] for r in run}
     result = compare_records(old, run, args.task, _gate_overrides(tasks, args.spec), time_factor=args.time_factor)
     result.notes.insert(0, f"baseline {baseline}: commit {', '.join(meta.get('git_sha', []))}, "
                            f"{', '.join(meta.get('device_class', []))}")
     _print_gate(result, f"gate {args.run} against {baseline}", args.markdown)
+    _checked_something(result, args.allow_empty)
     return 1 if result.regressions else 0
 
 
@@ -113,10 +154,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--baseline", required=True, help="a baseline folder, e.g. baselines/cpu-smoke")
             p.add_argument("--update", action="store_true",
                            help="write the baseline from this run instead (a run of committed code only)")
+            p.add_argument("--force", action="store_true",
+                           help="with --update: accept specs that are not committed in this repository")
             p.set_defaults(func=cmd_gate)
         p.add_argument("--task", action="append", help="only these tasks (repeatable)")
         p.add_argument("--spec", action="append", metavar="PATH", help="spec files for [gate] tolerances")
         p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown (CI summaries)")
-        p.add_argument("--time-factor", type=float, default=None,
+        p.add_argument("--allow-empty", action="store_true",
+                       help="exit 0 even when nothing was compared (no cell in both runs)")
+        p.add_argument("--time-factor", type=positive_factor, default=None,
                        help="how much a within-run time ratio may grow before it is a regression "
                             "(default: 2.5 on CPU, 1.5 on CUDA)")

@@ -22,6 +22,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
+    if not any((run_dir / name).exists() for name in ("records.jsonl", "cells", "jobs")):
+        raise UsageError(f"{run_dir} is not a run directory (no records.jsonl, cells/ or jobs/): nothing to collect")
     with held_lock(run_dir, busy_hint="; a live coordinator merges records itself"):
         result = reconcile(run_dir, ExecutorConfig())
     counts = ", ".join(f"{v} {k}" for k, v in sorted(Counter(r["status"] for r in result.merged).items()))

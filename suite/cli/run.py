@@ -105,14 +105,14 @@ def _executor_config(args: argparse.Namespace) -> ExecutorConfig:
     error, not silently ignored."""
     overrides = {
         "executor": args.executor, "checkpoint_every": args.checkpoint_every, "timeout_grace_s": args.timeout_grace,
-        "local.jobs": args.jobs, "local.cells_per_gpu": args.cells_per_gpu,
+        "local.jobs": args.jobs, "local.cells_per_gpu": args.cells_per_gpu, "local.threads_per_cell": args.threads,
         "local.gpus": [int(g) for g in args.gpus.split(",")] if args.gpus else None,
         "slurm.partition": args.slurm_partition, "slurm.gpus_per_task": args.slurm_gpus_per_task,
         "slurm.account": args.slurm_account, "slurm.qos": args.slurm_qos, "slurm.max_parallel": args.max_parallel,
     }
     config = load_executor_config(Path(args.executor_config) if args.executor_config else None, overrides)
-    if config.executor != ExecutorKind.LOCAL and (args.jobs or args.cells_per_gpu or args.gpus):
-        raise UsageError(f"--jobs, --cells-per-gpu and --gpus are settings of --executor local, not "
+    if config.executor != ExecutorKind.LOCAL and (args.jobs or args.cells_per_gpu or args.gpus or args.threads):
+        raise UsageError(f"--jobs, --cells-per-gpu, --gpus and --threads are settings of --executor local, not "
                          f"{config.executor}")
     if config.executor != ExecutorKind.SLURM and any(v is not None for v in (
             args.slurm_partition, args.slurm_gpus_per_task, args.slurm_account, args.slurm_qos, args.max_parallel)):
@@ -199,6 +199,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--executor-config", metavar="TOML", help="executor settings file (keys as in the README)")
     g.add_argument("--jobs", type=int, help="local: cells at once (CUDA cells also need a free GPU)")
     g.add_argument("--gpus", metavar="LIST", help="local: GPU indices to use, e.g. 0,1,2,3 (default: all visible)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="local: torch threads per CPU cell (default: OMP_NUM_THREADS if set, else cores ÷ jobs)")
     g.add_argument("--cells-per-gpu", type=int,
                    help="local: cells sharing one GPU (default 1; more makes their timings meaningless)")
     g.add_argument("--max-parallel", type=int, help="slurm: array parallelism (cells running at once)")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from suite.deadline import check_deadline, unbind_checked
 from suite.engine._field import Binding
 from suite.engine._scaler import GIVE_UP_REASONS, OnFailure, ScalerExhausted
 from suite.engine._stepping import Grid, Solve
@@ -86,7 +87,7 @@ class _Step:
         self.leaves = [x for stage in binding.stage_leaves for x in stage] + list(binding.shared_leaves)
         self.n_stages = len(binding.stage_leaves)
         self.n_stage_leaves = len(binding.stage_leaves[0])
-        self.grad_views = [g.unbind(0) if g is not None else None for g in grad_outputs]
+        self.grad_views = [unbind_checked(g) if g is not None else None for g in grad_outputs]
         # grad outputs h·b_j·a are written into these compute-dtype buffers (one per component and distinct b)
         device = t.device if t is not None else grid.times[0].device
         self.seed_buffers = [[torch.empty(shape, dtype=self.state_dtype, device=device)
@@ -178,6 +179,7 @@ _vjp = _engine_vjp()
 def _plain_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
     """scaling="none": no synchronization at all."""
     for i in range(n_steps - 1, -1, -1):
+        check_deadline()  # every memory setting: "stages" replays recorded steps without evaluate_stages
         a_before = [x.clone() for x in adjoint.a] if step.t is not None else None
         d_y, d_p, grads, time_part = step.vjp(i, adjoint.a, None)
         if time_part is not None:
@@ -207,6 +209,7 @@ def _dynamic_loop(step: _Step, adjoint: _Adjoint, n_steps: int) -> None:
         count = min(length, position + 1)
         scaler.new_round()
         for i in range(position, position - count, -1):
+            check_deadline()
             _dynamic_attempt(step, adjoint, scaler, i, zero)
         state = scaler.snapshot(adjoint.a)
         stats.n_host_syncs_backward += 1

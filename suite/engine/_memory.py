@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.deadline import unbind_checked
 from suite.engine._memory_setting import MEMORY_SETTINGS, MemoryPlan, parse_memory
 from suite.engine._stepping import Grid, Solve, evaluate_stages
 
@@ -98,7 +99,7 @@ class Recompute:
 
     def __init__(self, problem: Solve, calls, grid: Grid, stored: list[torch.Tensor], t) -> None:
         self.problem, self.calls, self.grid, self.t = problem, calls, grid, t
-        self.views = [x.unbind(0) for x in stored]
+        self.views = [unbind_checked(x) for x in stored]
         self.stored = stored
         self.state_dtype = problem.field.state_dtype
         self.shapes = [x.shape[1:] for x in stored]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from suite.deadline import unbind_checked
 from suite.engine._adjoint import backward
 from suite.engine._field import POLICIES, Binding, FieldCall
 from suite.engine._memory import Kept, Recompute, Segments, advance, quantized, record_step
@@ -70,8 +71,8 @@ class _OdeintFunction(torch.autograd.Function):
         kept: list = []
         with problem.modes(), binding.context:
             y_high = [y.detach().to(acc, copy=True) for y in ys]
-            stored_views = [x.unbind(0) for x in stored] if stored is not None else None
-            output_views = [o.unbind(0) for o in outputs] if separate_output else None
+            stored_views = [unbind_checked(x) for x in stored] if stored is not None else None
+            output_views = [unbind_checked(o) for o in outputs] if separate_output else None
 
             def write(i: int) -> None:
                 for k in range(n_y):

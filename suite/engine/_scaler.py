@@ -24,6 +24,8 @@ from enum import StrEnum
 
 import torch
 
+from suite.deadline import unbind_checked
+
 __all__ = ["AdjointScaler", "ScalerExhausted", "ScalerRound", "GIVE_UP_REASONS", "OnFailure"]
 
 GIVE_UP_REASONS = {
@@ -102,10 +104,10 @@ class ScalerRound:
         self.go = torch.ones((), dtype=torch.bool, **kw)
         self.accepted = torch.zeros((), dtype=torch.int64, **kw)
         self.scales = torch.ones(n_steps, dtype=accumulate, **kw)
-        self.scale_views = self.scales.unbind()
+        self.scale_views = unbind_checked(self.scales)
         # The headroom a step needed last time caps it this time: a training loop learns where along the
         # trajectory the adjoint is hard to scale, instead of paying the same retries every iteration.
-        self.profile_views = policy._profile.unbind()
+        self.profile_views = unbind_checked(policy._profile)
         self.one = torch.ones((), dtype=accumulate, **kw)
         self.trajectory_finite = trajectory_finite
         self._current: torch.Tensor = self.one

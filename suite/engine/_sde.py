@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.deadline import check_deadline
 from suite.engine._field import FieldCall
 from suite.precision import Precision, get_precision, tf32_mode
 
@@ -129,6 +130,7 @@ def sdeint(
     with torch.autocast(y0.device.type, enabled=False), tf32_mode(prec.tf32), bindings[0].context, \
             bindings[1].context:
         for i in range(t.shape[0] - 1):
+            check_deadline()
             h = (t[i + 1] - t[i]).to(acc)
             dwi = dw[i].to(acc)
             xs = x.to(state_dtype)

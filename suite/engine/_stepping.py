@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from suite.deadline import check_deadline, unbind_checked
 from suite.engine._field import Binding, FieldCall
 from suite.engine._memory_setting import MemoryPlan
 from suite.engine._scaler import AdjointScaler, OnFailure
@@ -97,22 +98,36 @@ class Plan:
         weights = [a[j][l] for j, terms in enumerate(self.stage_terms) for l, _ in terms]
         weights += [b[stages[0]] for _, stages in self.b_groups]
         points = t.detach().double().tolist()
-        steps = [points[i + 1] - points[i] for i in range(len(points) - 1)]
-        coefs = [[h * w for w in weights] for h in steps]
+        coefs = _StepCoefficients(points, weights)
         key = (t.device, acc)
         if key not in self._constants:  # once per device and dtype: no host-to-device copy per solve
             self._constants[key] = torch.tensor(c, dtype=acc, device=t.device)
         t_acc = t.detach().to(acc)
         h = (t_acc[1:] - t_acc[:-1]).unsqueeze(1)  # stage times t + c h in the accumulation dtype ...
         times = (t_acc[:-1].unsqueeze(1) + h * self._constants[key]).to(time_dtype)  # ... cast where f gets them
-        return Grid(coefs=coefs, times=times.reshape(-1).unbind(), n_stages=len(c))
+        return Grid(coefs=coefs, times=unbind_checked(times.reshape(-1)), n_stages=len(c))
+
+
+class _StepCoefficients(Sequence):
+    """Per step, h·w for every tableau weight w, made when a step asks for them (a million-step grid would
+    otherwise spend seconds building them before its first step, which is where the deadline is checked)."""
+
+    def __init__(self, points: list[float], weights: list[float]) -> None:
+        self.points, self.weights = points, weights
+
+    def __len__(self) -> int:
+        return len(self.points) - 1
+
+    def __getitem__(self, i: int) -> list[float]:
+        h = self.points[i + 1] - self.points[i]
+        return [h * w for w in self.weights]
 
 
 @dataclass
 class Grid:
     """One solve's step data: coefficients as host scalars, stage times as 0-d device tensors for f."""
 
-    coefs: list[list[float]]  # per step: h·a_jl (in Plan column order), then h·b per distinct b
+    coefs: Sequence[list[float]]  # per step: h·a_jl (in Plan column order), then h·b per distinct b
     times: Sequence[torch.Tensor]  # N·s views, step-major
     n_stages: int
 
@@ -128,6 +143,7 @@ def evaluate_stages(problem: Solve, calls: Sequence[Callable], base: list[torch.
     already evaluated (the forward's first step: the probe's output); the step's outputs are then checked
     against the state's structure. `deltas`: per coefficient, a zero carrying its dependence on the step
     size (when t needs a gradient), so the values stay the forward's."""
+    check_deadline()  # once per step, in the forward, the backward and every recomputation
     spec, plan = problem.spec, problem.plan
     per_stage = len(calls) > 1
     ks: list[list[torch.Tensor]] = []

@@ -24,8 +24,8 @@ from pydantic import Field, ValidationError
 
 from suite.strict import StrictModel
 
-__all__ = ["ExecutorConfig", "ExecutorConfigError", "SlurmUnavailable", "LocalSettings", "SlurmSettings",
-           "load_executor_config", "ExecutorKind", "EXECUTOR_KINDS"]
+__all__ = ["ExecutorConfig", "ExecutorConfigError", "SlurmUnavailable", "SlurmRejected", "LocalSettings",
+           "SlurmSettings", "load_executor_config", "ExecutorKind", "EXECUTOR_KINDS"]
 
 
 class ExecutorKind(StrEnum):
@@ -47,6 +47,10 @@ class SlurmUnavailable(ExecutorConfigError):
     """--executor slurm on a machine without SLURM's commands."""
 
 
+class SlurmRejected(ExecutorConfigError):
+    """sbatch refused a submission (an unknown partition or account, a limit): the cluster's answer, named."""
+
+
 class LocalSettings(StrictModel, strict=True):
     """One machine: each cell in its own process (submitit's local executor)."""
 
@@ -54,8 +58,8 @@ class LocalSettings(StrictModel, strict=True):
     gpus: list[int] | None = Field(None, description="GPU indices to use (default: every visible GPU)")
     cells_per_gpu: int = Field(1, ge=1, description="more than 1 shares a GPU: its cells' timings are not "
                                                     "comparable, and their records say so")
-    threads_per_cell: int | None = Field(None, ge=1, description="torch threads per cell (default: the "
-                                                                 "machine's cores divided by jobs)")
+    threads_per_cell: int | None = Field(None, ge=1, description="torch threads per cell (default: "
+                                         "OMP_NUM_THREADS when set, else the machine's cores divided by jobs)")
 
 
 class SlurmSettings(StrictModel, strict=True):

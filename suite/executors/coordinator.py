@@ -26,12 +26,7 @@ import torch
 from suite.backends import BACKENDS, get_backend
 from suite.cell import RecordHeaders, failure_outcome, make_record, unsupported_reason
 from suite.executors.config import ExecutorConfig, ExecutorConfigError
-from suite.executors.exchange import (
-    Manifest,
-    collect,
-    now_iso,
-    write_plan,
-)
+from suite.executors.exchange import JOBS, Manifest, collect, now_iso, write_plan
 from suite.executors.inprocess import RunSummary
 from suite.executors.jobs import jobs_for
 from suite.executors.reconcile import reconcile, record_job_failure
@@ -156,7 +151,12 @@ class Coordinator:
                 runnable.append(cell)
         try:
             if self.kind == "slurm":
-                self._submit_slurm(runnable)
+                try:
+                    self._submit_slurm(runnable)
+                except BaseException:
+                    if not self.summary.submitted and not adopted:  # nothing is queued: no plan to show
+                        (self.out_dir / JOBS / "plan.json").unlink(missing_ok=True)
+                    raise
             else:
                 by_id = {c.cell_id: c for c in cells}
                 self._run_local(runnable, {by_id[k]: v for k, v in adopted.items()})
@@ -191,7 +191,12 @@ class Coordinator:
 
     def _threads(self) -> int:
         local = self.config.local
-        return local.threads_per_cell or max(1, (os.cpu_count() or 1) // local.jobs)
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        if local.threads_per_cell:
+            return local.threads_per_cell
+        if omp.isdigit() and int(omp) > 0:  # the user's own setting, inherited by the workers: honoured
+            return int(omp)
+        return max(1, (os.cpu_count() or 1) // local.jobs)
 
     def _run_local(self, todo: list[Cell], adopted: dict[Cell, dict]) -> None:
         local = self.config.local

@@ -76,7 +76,13 @@ def pending_records(out_dir: Path, set_aside: bool = True) -> list[tuple[Path, d
     """Records written by jobs and not merged yet (oldest first). A damaged file is set aside with a warning
     (`set_aside=False`, for readers that never write: skipped)."""
     found = []
-    for path in sorted((out_dir / CELLS).glob("*.record.json"), key=lambda p: p.stat().st_mtime):
+    candidates = []
+    for path in (out_dir / CELLS).glob("*.record.json"):
+        try:
+            candidates.append((path.stat().st_mtime, path))
+        except OSError as exc:  # a dangling symlink, a file removed meanwhile: not a record
+            warnings.warn(f"{path}: cannot be read ({exc.strerror or exc}); skipped", stacklevel=2)
+    for _, path in sorted(candidates):
         try:
             record = json.loads(path.read_text())
             problem = record_problem(record) or (None if isinstance(record.get("record_id"), str)
@@ -109,18 +115,24 @@ def collect(out_dir: Path) -> CollectResult:
     store = RecordStore(out_dir / "records.jsonl")
     if store.path.exists():
         store.prepare_for_append()
-        merged_ids = {r.get("record_id") for r in read_records(store.path)}
+        merged = {r.get("record_id"): r["status"] for r in read_records(store.path)}
     else:
-        merged_ids = set()
+        merged = {}
     for path, record in waiting:
-        if record["record_id"] in merged_ids:
+        earlier = merged.get(record["record_id"])
+        # The worker's own `ok` outranks a failure recorded for its job while it was thought dead: appended,
+        # it is the cell's latest record. Anything else already merged under this id is a duplicate.
+        if earlier is not None and not (record["status"] == "ok" and earlier != "ok"):
             result.duplicates += 1
         else:
             store.append(record)
-            merged_ids.add(record["record_id"])
+            merged[record["record_id"]] = record["status"]
             result.merged.append(record)
         path.unlink()
     return result
+
+
+_ENTRY_KEYS = ("cell_id", "submission", "executor", "job_id")  # what reconcile and status read
 
 
 class Manifest:
@@ -143,11 +155,16 @@ class Manifest:
         if not self.path.exists():
             return []
         out = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue  # a line cut off by a kill: that submission's job is found by its record or not at all
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS):
+                warnings.warn(f"{self.path}:{number}: not a submission entry (needs {', '.join(_ENTRY_KEYS)}); "
+                              "skipped", stacklevel=2)
+                continue
+            out.append(entry)
         return out
 
     def latest_by_cell(self) -> dict[str, dict]:

@@ -117,7 +117,7 @@ def run_cells(
             headers.inputs(cell)  # before the cell runs: its data identity as it was given to the cell
             outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir,
                                checkpoint_every=checkpoint_every)
-            record = make_record(headers(cell), started_at, outcome)
+            record = make_record(headers(cell), started_at, outcome, executor={"kind": "inprocess"})
             try:
                 store.append(record)
             except RecordsWriteError as exc:

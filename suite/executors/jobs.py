@@ -8,6 +8,10 @@ doing, and say how it ended when it wrote no record.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import io
+import json
 import os
 import shlex
 import signal
@@ -20,10 +24,10 @@ import submitit
 from submitit.core.utils import JobPaths
 
 from suite.executors._controller import EXIT_SUFFIX
-from suite.executors.config import ExecutorConfig, SlurmUnavailable
-from suite.executors.exchange import JOBS, this_host
+from suite.executors.config import ExecutorConfig, SlurmRejected, SlurmUnavailable
+from suite.executors.exchange import JOBS, read_marker, running_marker, this_host, write_json_atomic
 from suite.executors.worker import CellJob
-from suite.lock import pid_alive
+from suite.lock import pid_alive, same_process_alive
 
 __all__ = ["LocalJobs", "SlurmJobs", "JobEnded", "SlurmUnavailable", "jobs_for", "SLURM_STATES", "LOCAL_NO_LIMIT_MIN"]
 
@@ -37,14 +41,26 @@ class JobEnded:
         self.status, self.reason, self.detail = status, reason, detail
 
 
+TAIL_CAP = 64 * 1024  # characters of a job's stderr kept in its record
+
+
+def cap_text(text: str, cap: int = TAIL_CAP) -> str:
+    """At most `cap` characters: the head and the tail, with how much was cut between them."""
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
 def _log_tail(folder: Path, job_id: str, lines: int = 25) -> str | None:
+    """The last lines of the job's stderr (a crash's traceback), capped: one line may be megabytes."""
     paths = JobPaths(folder, job_id=job_id, task_id=0)
     try:
         text = paths.stderr.read_text(errors="replace")
     except OSError:
         return None
     tail = text.strip().splitlines()[-lines:]
-    return "\n".join(tail) if tail else None
+    return cap_text("\n".join(tail)) if tail else None
 
 
 # ---------------------------------------------------------------- local
@@ -82,6 +98,7 @@ class LocalJobs:
     kind = "local"
 
     def __init__(self, out_dir: Path, config: ExecutorConfig) -> None:
+        self.out_dir = out_dir
         self.folder = out_dir / JOBS / "local"
         self.config = config
         self._executor: _ControlledLocalExecutor | None = None
@@ -102,20 +119,56 @@ class LocalJobs:
         return job, {"job_id": job.job_id, "host": this_host(), "folder": str(self.folder)}
 
     def _exit_info(self, entry: dict) -> dict | None:
-        import json
-
         try:
             return json.loads((Path(entry["folder"]) / f"{entry['job_id']}{EXIT_SUFFIX}").read_text())
         except (OSError, ValueError):
             return None
 
     def state(self, entry: dict, job=None) -> str:
-        """queued | running | ended | elsewhere (a job of another host: this machine cannot see it)."""
+        """queued | running | ended | elsewhere (a job of another host: this machine cannot see it).
+
+        A job is its worker's, not its controller's: a worker that outlived a killed controller (kill -9 of a
+        coordinator's process group, an OOM kill) still runs its cell, so the job is running until the worker
+        ends; it is killed here at the cell's hard limit, which its dead controller can no longer enforce."""
         if job is not None:
-            return "running" if job._process is not None and job._process.poll() is None else "ended"
-        if entry.get("host") != this_host():
+            if job._process is not None and job._process.poll() is None:
+                return "running"
+        elif entry.get("host") != this_host():
             return "elsewhere"
-        return "running" if _controller_alive(int(entry["job_id"])) else "ended"
+        elif _controller_alive(int(entry["job_id"])):
+            return "running"
+        orphan = self._orphaned_worker(entry)
+        if orphan is None:
+            return "ended"
+        if self._past_hard_limit(entry, orphan):
+            self._stop_orphan(entry, orphan)
+            return "ended"
+        return "running"
+
+    def _orphaned_worker(self, entry: dict) -> dict | None:
+        """The running marker of this submission's worker when that very process (pid and start time) lives."""
+        marker = read_marker(running_marker(self.out_dir, entry["cell_id"]))
+        if not marker or marker.get("submission") != entry["submission"] or marker.get("host") != this_host():
+            return None
+        pid = marker.get("pid")
+        return marker if isinstance(pid, int) and same_process_alive(pid, marker.get("pid_start")) else None
+
+    @staticmethod
+    def _past_hard_limit(entry: dict, marker: dict) -> bool:
+        limit = entry.get("hard_limit_s")
+        try:
+            started = _dt.datetime.fromisoformat(marker["started_at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return limit is not None and (_dt.datetime.now(_dt.UTC) - started).total_seconds() > limit
+
+    def _stop_orphan(self, entry: dict, marker: dict) -> None:
+        """Kill a worker past its hard limit and leave the exit file its controller would have written."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(marker["pid"], signal.SIGKILL)
+        info = {"exit_codes": [None], "timed_out": True, "attempts": marker.get("attempt", 1),
+                "limit_s": entry.get("hard_limit_s"), "killed_by": "the coordinator (the job's controller had died)"}
+        write_json_atomic(Path(entry["folder"]) / f"{entry['job_id']}{EXIT_SUFFIX}", info)
 
     def ended(self, entry: dict) -> JobEnded:
         info = self._exit_info(entry)
@@ -207,8 +260,14 @@ class SlurmJobs:
     def submit_array(self, device: str, timeout_s: float | None, payloads: Sequence[dict]):
         """One job array for cells sharing a device and a time limit; returns their jobs in order."""
         executor = self.executor(device, timeout_s)
-        with executor.batch():
-            jobs = [executor.submit(CellJob(), payload) for payload in payloads]
+        try:  # submitit prints sbatch's complaint itself too: kept for the one message below instead
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+                jobs = [executor.submit(CellJob(), payload) for payload in payloads]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
+            answer = (str(exc).strip().splitlines() or ["(no message)"])[0]
+            raise SlurmRejected(f"sbatch refused the job array of {len(payloads)} {device} cell(s): {answer}; "
+                                "nothing of it was submitted (check --slurm-partition, --slurm-account, "
+                                "--slurm-qos and the executor settings file)") from None
         return jobs, {"folder": str(self.folder), "host": this_host()}
 
     def job(self, entry: dict) -> submitit.SlurmJob:

@@ -30,6 +30,7 @@ from suite.executors.exchange import (
     write_cell_record,
     write_json_atomic,
 )
+from suite.lock import process_start
 from suite.registry import load_plugins
 from suite.spec import Cell
 from suite.tasks import get_task
@@ -93,8 +94,10 @@ def run_payload(payload: dict) -> str:
     executor = {**payload["executor"], "job_id": _job_id(), "host": this_host(), "pid": os.getpid(),
                 "submission": payload["submission"], "attempt": attempt, "threads": torch.get_num_threads(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    # pid and start time: how a coordinator tells this worker alive after its controller died (jobs.py)
     marker = _Marker(marker_path, {"cell_id": cell.cell_id, "submission": payload["submission"], "state": "running",
-                                   "started_at": now_iso(), "attempt": attempt, **executor})
+                                   "started_at": now_iso(), "attempt": attempt, **executor,
+                                   "pid_start": process_start(os.getpid())})
     started_at = now_iso()
     try:
         outcome = run_cell(cell, progress=marker.write, run_dir=out_dir, checkpoint_every=payload["checkpoint_every"])

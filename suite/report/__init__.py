@@ -13,7 +13,7 @@ from suite.report._frame import records_frame
 from suite.report._frontier import FRONTIER_NOTE, FRONTIER_TITLE, frontier_figure, frontier_table
 from suite.report._html import TaskSection, render_html
 from suite.report._layouts import notes_for, table_for
-from suite.report._plots import PLOTS
+from suite.report._plots import PLOTS, missing_artifacts
 
 __all__ = ["build_report", "ReportFiles"]
 
@@ -144,7 +144,9 @@ def build_report(run_dir: Path | str, out_dir: Path | str | None = None,
 def _task_sections(records: list[dict], frame: pd.DataFrame, out: Path, run_dir: Path
                    ) -> tuple[list[Path], list[str], list[TaskSection]]:
     """Every task's table, notes, time-to-target table, figures and failures: written as <task>.md/.csv/.tex
-    into `out`, and returned as index lines and HTML sections."""
+    into `out`, and returned as index lines and HTML sections. A figure whose artifact files are missing is
+    left out, and the task's notes say so."""
+    run_dir = run_dir.parent if run_dir.is_file() else run_dir  # a records.jsonl given directly
     files: list[Path] = []
     index: list[str] = []
     sections: list[TaskSection] = []
@@ -157,6 +159,13 @@ def _task_sections(records: list[dict], frame: pd.DataFrame, out: Path, run_dir:
         task_records = [r for r in records if r["task"] == task]
         figures += learning_curve_figures(task, task_records, out)
         notes, pipeline, failures = notes_for(task, sub), _pipeline_note(sub), _failures(sub)
+        missing = missing_artifacts(sub, run_dir)
+        if missing:
+            kinds = ", ".join(f"{kind} ({n})" for kind, n in sorted(missing.items()))
+            notes = [*notes, f"Figures left out: {sum(missing.values())} artifact file(s) named by these records "
+                             f"are missing from {run_dir} ({kinds}): records copied without their artifacts/ "
+                             "folder, or a baseline. Tables, learning curves and the memory frontier come from the "
+                             "records alone."]
         section = [f"## {task}", ""] + ([f"> {pipeline}", ""] if pipeline else []) + [md, ""]
         section += [*notes, ""] if notes else []
         extra_tables = []

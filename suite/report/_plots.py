@@ -11,10 +11,31 @@ import pandas as pd
 from suite.references.toy2d_entropy import log_density
 from suite.registry import Registry
 
-__all__ = ["PLOTS", "pyplot"]
+__all__ = ["PLOTS", "pyplot", "with_artifact", "missing_artifacts"]
 
 Plot = Callable[[pd.DataFrame, Path, Path], list[Path]]  # (cells of one task, report dir, run dir)
 PLOTS: Registry[Plot] = Registry("report plot")
+
+
+def with_artifact(cells: pd.DataFrame, name: str, run_dir: Path) -> pd.DataFrame:
+    """The ok cells whose artifact `name` is on disk (a run copied without artifacts/ has none of them)."""
+    column = f"artifact:{name}"
+    if column not in cells:
+        return cells.iloc[0:0]
+    keep = [(row["status"] == "ok" and isinstance(row[column], str) and (run_dir / row[column]).is_file())
+            for _, row in cells.iterrows()]
+    return cells[keep]
+
+
+def missing_artifacts(cells: pd.DataFrame, run_dir: Path) -> dict[str, int]:
+    """artifact kind → how many of the files the cells' records name are not on disk."""
+    missing: dict[str, int] = {}
+    for column in (c for c in cells.columns if c.startswith("artifact:")):
+        for value in cells[column]:
+            if isinstance(value, str) and not (run_dir / value).is_file():
+                kind = column.split(":", 1)[1]
+                missing[kind] = missing.get(kind, 0) + 1
+    return missing
 
 
 def pyplot():
@@ -93,12 +114,10 @@ def _true_density(ax, dataset: str, cells: pd.DataFrame, run_dir: Path, title: b
 @PLOTS.register("cnf-2d")
 def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Learned densities: one row per dataset, one column per precision × scaling × backend."""
-    import numpy as np
-
     plt = pyplot()
     cells = frame[frame["status"] != "unsupported"].copy()
-    if cells.empty:
-        return []
+    if cells.empty or with_artifact(cells, "density", run_dir).empty:
+        return []  # no learned density on disk (failed cells only, or records without artifacts/)
     cells["config"] = cells["precision"] + " " + cells["scaling"] + "\n" + cells["backend"]
     datasets = list(dict.fromkeys(cells["variant"]))
     configs = [TRUE_DENSITY, *dict.fromkeys(cells["config"])]
@@ -120,9 +139,13 @@ def cnf_density_grid(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[
                 continue
             row = match.iloc[0]
             path = row.get("artifact:density")
-            if row["status"] != "ok" or not isinstance(path, str) or not (run_dir / path).exists():
+            if row["status"] != "ok":
                 ax.text(0.5, 0.5, f"fails\n({row['status']})", ha="center", va="center", color="crimson",
                         fontsize=7, transform=ax.transAxes)
+                continue
+            if not isinstance(path, str) or not (run_dir / path).is_file():
+                ax.text(0.5, 0.5, "density file\nnot in artifacts/", ha="center", va="center", color="grey",
+                        fontsize=6, transform=ax.transAxes)
                 continue
             data = np.load(run_dir / path)
             ax.imshow(np.exp(data["log_density"]), origin="lower", extent=tuple(data["extent"]), cmap="magma")
@@ -166,10 +189,8 @@ def sde_bias_convergence(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> l
 def soc_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Control objective vs iteration (PMP feedback vs random-walk training) against the exact value, and a
     2-D projection (first two coordinates) of evaluation trajectories heading for x_ref."""
-    import numpy as np
-
     plt = pyplot()
-    cells = frame[(frame["status"] == "ok") & frame.get("artifact:curves", pd.Series(dtype=object)).notna()]
+    cells = with_artifact(frame, "curves", run_dir)
     if cells.empty:
         return []
     problems = list(dict.fromkeys(cells["variant"].str.replace("-random-walk", "", regex=False)))
@@ -203,10 +224,8 @@ def soc_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
 def stl10_curves(frame: pd.DataFrame, out_dir: Path, run_dir: Path) -> list[Path]:
     """Training loss against wall-clock time, as the slide: solid engine, dashed torchdiffeq, one colour per
     precision (failed cells are not drawn; the table lists them)."""
-    import numpy as np
-
     plt = pyplot()
-    cells = frame[(frame["status"] == "ok") & frame.get("artifact:curve", pd.Series(dtype=object)).notna()]
+    cells = with_artifact(frame, "curve", run_dir)
     if cells.empty:
         return []
     colours = {"fp32": "tab:blue", "tf32": "tab:green", "bf16": "tab:orange", "fp16": "tab:red"}

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from suite.backends import AbstractSolver
 from suite.checkpoint import CheckpointPolicy
+from suite.deadline import CellTimeout
 from suite.precision import Precision
 from suite.registry import Registry
 from suite.rules import Rule
@@ -40,10 +41,6 @@ def scale_fields(params_cls: type[BaseModel]) -> set[str]:
         name for name, info in params_cls.model_fields.items()
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("scale")
     }
-
-
-class CellTimeout(TimeoutError):
-    """The cell ran past its time budget (checked cooperatively by the task's loop)."""
 
 
 class NonFiniteResult(FloatingPointError):
