@@ -133,7 +133,7 @@ def checkpoint_policy(cell: Cell, run_dir: Path, every: int) -> CheckpointPolicy
 
 
 def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_dir: Path | None = None,
-             checkpoint_every: int | None = None) -> dict:
+             checkpoint_every: int | None = None, on_detail: Callable[[dict], None] | None = None) -> dict:
     """Run one cell in this process; return the record's outcome fields (never raises for cell failures).
 
     With `checkpoint_every` (and a run directory) a training cell saves a checkpoint every that many
@@ -158,6 +158,7 @@ def run_cell(cell: Cell, progress: Callable[[float], None] | None = None, run_di
         solver=solver, precision=precision, on_overflow=cell.on_overflow,
         scaling=cell.scaling, method=cell.method, steps=cell.steps, seed=cell.seed, device=device,
         deadline=time.monotonic() + cell.timeout_s if cell.timeout_s else None, progress=progress,
+        on_detail=on_detail,
         run_dir=run_dir, artifact_prefix=_artifact_prefix(cell),
     )
     if run_dir is not None and checkpoint_every is not None:

@@ -142,6 +142,11 @@ class CheckpointPolicy:
                           "from iteration 0", stacklevel=2)
             self.discard()
             return None
+        if not isinstance(payload, dict):  # a file that unpickles to something else (a list, a tensor)
+            warnings.warn(f"{self.path}: not a ctbench checkpoint (it holds a {type(payload).__name__}); "
+                          "discarded, the cell starts from iteration 0", stacklevel=2)
+            self.discard()
+            return None
         if payload.get("format") != FORMAT or payload.get("identity") != self.identity:
             warnings.warn(f"{self.path}: the checkpoint belongs to {payload.get('identity')}, not to "
                           f"{self.identity}; discarded, the cell starts from iteration 0", stacklevel=2)

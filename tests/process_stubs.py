@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import torch
@@ -20,6 +21,11 @@ class _ProcSolver(AbstractSolver):
     def odeint(self, func, y0, t, params=None):
         if self.behaviour == "hang":
             time.sleep(600)  # not a cooperative deadline check: only a kill stops it
+        elif self.behaviour == "spawn":  # a child of the cell (a data-loader worker, say), then a hang
+            child = subprocess.Popen(["sleep", "300"])
+            with open(os.environ["CTBENCH_TEST_CHILD"], "w") as fh:
+                fh.write(str(child.pid))
+            time.sleep(600)
         elif self.behaviour == "segv":
             os.kill(os.getpid(), signal.SIGSEGV)
         elif self.behaviour == "exit":
@@ -54,6 +60,16 @@ def _backend(behaviour: str) -> AbstractBackend:
     return ProcBackend()
 
 
-for _name in ("ok", "hang", "segv", "exit", "oom", "slow"):
+if os.environ.get("CTBENCH_TEST_ENOSPC"):  # the run directory is full when a worker writes its record
+    import errno
+
+    import suite.executors.worker as _worker
+
+    def _full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _worker.write_cell_record = _full_disk
+
+for _name in ("ok", "hang", "segv", "exit", "oom", "slow", "spawn"):
     if f"proc-{_name}" not in BACKENDS:
         BACKENDS.add(f"proc-{_name}", _backend(_name))

@@ -373,3 +373,66 @@ def test_an_orphaned_worker_past_its_hard_limit_is_killed_and_recorded_as_a_time
         assert ended.status == "timeout" and "hard limit" in ended.reason
     finally:
         worker.kill()
+
+
+def test_what_a_cell_started_dies_with_it(tmp_path, monkeypatch):
+    """A cell that started a child process and hangs is killed at its hard limit, and so is the child: the
+    worker leads its own process group, which the controller kills."""
+    from suite.lock import process_start, same_process_alive
+
+    child_file = tmp_path / "child.pid"
+    monkeypatch.setenv("CTBENCH_TEST_CHILD", str(child_file))
+    config = load_executor_config(None, {"executor": "local", "timeout_grace_s": 1.0})
+    summary = Coordinator(config, tmp_path / "run", "spawn").run([_cell("proc-spawn", timeout_s=10.0)])
+    assert summary.counts == {"timeout": 1}
+    child = int(child_file.read_text())
+    deadline = time.monotonic() + 30
+    while same_process_alive(child, process_start(child)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not same_process_alive(child, process_start(child)), "the cell's child outlived it"
+
+
+def test_ctrl_c_under_the_local_executor_is_one_message_and_exit_130(tmp_path):
+    """SIGINT to the whole foreground process group, as a terminal's Ctrl-C: coordinator and controllers get
+    it; the run says so once, with the resume command, and no controller prints a traceback."""
+    cmd = [sys.executable, "-m", "suite", "run", "--spec", str(DATA / "executor-stiff.toml"), "--executor", "local",
+           "--jobs", "2", "--out", "run"]
+    run = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "CTBENCH_TEST_HOLD": str(tmp_path / "never")},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _workers_inside_their_cells(tmp_path / "run", 2)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted:" in err and "--resume" in err
+
+
+def test_a_full_disk_under_the_local_executor_keeps_the_record_and_says_how_to_resume(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """The worker cannot write its record: it saves it to the temp folder and says where; the cell is recorded
+    with that reason. The coordinator cannot write records.jsonl: one message, exit 2, the resume command."""
+    from suite.cli import main
+    from suite.records import RecordStore as Store
+    from suite.records import RecordsWriteError
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("CTBENCH_TEST_ENOSPC", "1")
+    config = load_executor_config(None, {"executor": "local"})
+    Coordinator(config, tmp_path / "run", "full").run([_cell("proc-ok")])
+    (record,) = read_records(tmp_path / "run")
+    assert record["status"] == "error" and "could not write its record" in record["reason"]
+    assert "saved to" in (record["traceback"] or "")
+    (saved,) = read_records(tmp_path / "ctbench-unsaved-full.jsonl")
+    assert saved["status"] == "ok" and saved["cell_id"] == record["cell_id"]  # the computed result is kept
+    monkeypatch.delenv("CTBENCH_TEST_ENOSPC")
+
+    def full(self, record):
+        raise RecordsWriteError(28, f"cannot write a record to {self.path}: No space left on device")
+
+    monkeypatch.setattr(Store, "append", full)
+    code = main(["run", "--spec", str(DATA / "executor-stiff.toml"), "--executor", "local", "--out",
+                 str(tmp_path / "run2")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "No space left on device" in err and "--resume" in err and "likely a bug" not in err
+    assert "Traceback" not in err

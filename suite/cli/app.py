@@ -13,7 +13,7 @@ import suite.cli.gate as gate
 import suite.cli.jobs as jobs
 import suite.cli.report as report
 import suite.cli.run as run
-from suite.cli.common import EXIT_INTERRUPTED, UsageError, console
+from suite.cli.common import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, console
 from suite.executors import ExecutorConfigError
 from suite.executors.inprocess import RunStoreError
 from suite.records import RecordsError
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run" and (args.retry_failed or args.rerun_changed) and not args.resume:
         console.print("ctbench run: error: --retry-failed and --rerun-changed go with --resume")
-        return 2
+        return EXIT_USAGE
     try:
         load_plugins()
         with warnings.catch_warnings():
@@ -55,17 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SpecError, UnknownNameError, ResumeMismatch, RunStoreError, RecordsError,
             ExecutorConfigError, PluginError) as exc:
         console.print(f"ctbench {args.command}: error: {exc}")
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         console.print(f"ctbench {args.command}: interrupted")
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the machine's answer (a read-only folder, a full disk, a missing file), not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        console.print(f"ctbench {args.command}: error: {exc.strerror or exc}{where}")
+        return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 — one line, not a traceback, unless --debug
         if args.debug:
             console.print(traceback.format_exc())
         else:
             console.print(f"ctbench {args.command}: error: {type(exc).__name__}: {exc} "
                           "(this is likely a bug; run with --debug for the traceback)")
-        return 1
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ from rich.text import Text
 from suite.lock import RunLock, RunLocked
 from suite.records import RecordsError, validate_run_id
 
-__all__ = ["console", "out", "styled", "UsageError", "EXIT_INTERRUPTED", "run_id_for", "held_lock"]
+__all__ = ["console", "out", "styled", "UsageError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_BUG",
+           "EXIT_INTERRUPTED", "run_id_for", "held_lock"]
 
-EXIT_INTERRUPTED = 130
+# What an exit code means, one thing each (README: "Exit codes").
+EXIT_OK = 0  # success
+EXIT_FAILED = 1  # the command worked and found a failure: a regression, cells in error, an invalid spec
+EXIT_USAGE = 2  # a user or environment error: bad input, a missing or damaged file, a refused submission
+EXIT_BUG = 3  # an internal error of ctbench, and only that
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 def _consoles() -> tuple[Console, Console]:

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from suite.cli.common import console, styled
+from suite.executors.status import describe_detail
 from suite.spec import Cell
 
 __all__ = ["Reporter"]
@@ -24,6 +25,7 @@ class Reporter:
         )
         self.bar = None
         self.n_done = 0
+        self.cell_id: str | None = None
 
     def start(self, n: int, skipped: int, kept: Counter | None = None) -> None:
         if skipped:
@@ -37,10 +39,15 @@ class Reporter:
         self.n_done = 0
 
     def cell_started(self, cell: Cell) -> None:
+        self.cell_id = cell.cell_id
         self.progress.update(self.bar, description=cell.cell_id)
 
     def cell_progress(self, fraction: float) -> None:
         self.progress.update(self.bar, completed=self.n_done + min(max(fraction, 0.0), 1.0) * 0.99)
+
+    def cell_detail(self, detail: dict) -> None:
+        if self.cell_id is not None and detail.get("iterations"):
+            self.progress.update(self.bar, description=f"{self.cell_id}  {describe_detail(detail)}")
 
     def note(self, text: str) -> None:
         self.progress.console.print(text)

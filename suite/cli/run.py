@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 from suite.backends import BACKENDS
@@ -150,6 +151,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 summary = Coordinator(config, out_dir, run_id, reporter=Reporter()).run(
                     cells, resume=args.resume, retry_failed=args.retry_failed, rerun_changed=args.rerun_changed)
+        except OSError as exc:  # a full or read-only run directory under a job executor (in-process: RunStoreError)
+            if inprocess:
+                raise
+            raise UsageError(f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}: the run "
+                             f"stopped; records that jobs wrote and that could not be merged wait in {out_dir}/cells "
+                             f"(and in {tempfile.gettempdir()}/ctbench-unsaved-*.jsonl when even that failed). Free "
+                             f"space or fix permissions, then:\n  {_resume_hint(args, out_dir)}") from None
         except KeyboardInterrupt:
             stopped = "the cell in flight was" if inprocess else "the running cells were"
             console.print(f"interrupted: {stopped} not recorded (training cells keep their last checkpoint); "

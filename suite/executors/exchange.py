@@ -20,15 +20,18 @@ import json
 import os
 import re
 import socket
+import tempfile
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.records import RecordStore, json_safe, read_records, record_problem
 
-__all__ = ["cell_file_stem", "write_json_atomic", "write_cell_record", "pending_records", "collect", "CollectResult",
-           "Manifest", "running_marker", "read_marker", "now_iso", "write_plan", "read_plan",
-           "this_host"]
+__all__ = ["cell_file_stem", "RunningMarker", "save_unsaved", "write_json_atomic", "write_cell_record",
+           "pending_records", "collect", "CollectResult", "Manifest", "running_marker", "read_marker", "now_iso",
+           "write_plan", "read_plan", "this_host"]
 
 CELLS = "cells"
 JOBS = "jobs"
@@ -59,6 +62,17 @@ def write_cell_record(out_dir: Path, record: dict) -> Path:
     path = out_dir / CELLS / f"{cell_file_stem(record['cell_id'])}.{record['record_id']}.record.json"
     write_json_atomic(path, record)
     return path
+
+
+def save_unsaved(record: dict, run_id: str) -> Path | None:
+    """Last resort when the run directory cannot be written: keep the computed record in the temp folder
+    (`$TMPDIR/ctbench-unsaved-<run id>.jsonl`); None when even that fails."""
+    path = Path(tempfile.gettempdir()) / f"ctbench-unsaved-{run_id}.jsonl"
+    try:
+        RecordStore(path).append(record)
+        return path
+    except OSError:
+        return None
 
 
 def running_marker(out_dir: Path, cell_id: str) -> Path:
@@ -98,6 +112,38 @@ def pending_records(out_dir: Path, set_aside: bool = True) -> list[tuple[Path, d
             continue
         found.append((path, record))
     return found
+
+
+class RunningMarker:
+    """A cell's `running` file: who runs it, since when, how far and where its training is (iteration, last
+    validation number), for `ctbench status`; rewritten at most every 2 s."""
+
+    def __init__(self, path: Path, base: dict) -> None:
+        self.path, self.base = path, base
+        self.last, self.fraction = 0.0, 0.0
+        self.info: dict = {}
+        self.lock = threading.Lock()
+        self.write(0.0, force=True)
+
+    def progress(self, fraction: float) -> None:
+        self.write(fraction)
+
+    def detail(self, info: dict) -> None:
+        self.info.update(info)
+        self.write(self.fraction)
+
+    def write(self, fraction: float, force: bool = False, **extra) -> None:
+        self.fraction = float(fraction)
+        now = time.monotonic()
+        if not force and now - self.last < 2.0:
+            return
+        self.last = now
+        with self.lock:
+            write_json_atomic(self.path, {**self.base, "progress": round(self.fraction, 4), "updated_at": now_iso(),
+                                          **({"detail": self.info} if self.info else {}), **extra})
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass

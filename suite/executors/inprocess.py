@@ -6,14 +6,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suite.cell import RecordHeaders, make_record, run_cell
 from suite.executors.config import ExecutorConfig
-from suite.executors.exchange import Manifest, now_iso, running_marker, this_host, write_json_atomic, write_plan
+from suite.executors.exchange import (
+    Manifest,
+    RunningMarker,
+    now_iso,
+    running_marker,
+    save_unsaved,
+    this_host,
+    write_plan,
+)
 from suite.executors.reconcile import reconcile
 from suite.executors.reporter import RunReporter
 from suite.records import SCHEMA, RecordStore, RecordsWriteError, Status, read_records, validate_run_id
@@ -62,16 +70,6 @@ def new_run_id(profile: str) -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{profile}"
 
 
-def _save_unsaved(record: dict, run_id: str) -> Path | None:
-    """Last resort when the run directory cannot be written: keep the computed record somewhere."""
-    path = Path(tempfile.gettempdir()) / f"ctbench-unsaved-{run_id}.jsonl"
-    try:
-        RecordStore(path).append(record)
-        return path
-    except OSError:
-        return None
-
-
 def run_cells(
     cells: list[Cell],
     out_dir: Path,
@@ -110,22 +108,23 @@ def run_cells(
         for cell in todo:
             if reporter:
                 reporter.cell_started(cell)
-            marker = running_marker(out_dir, cell.cell_id)
-            write_json_atomic(marker, {"cell_id": cell.cell_id, "pid": os.getpid(), "host": this_host(),
-                                       "started_at": now_iso(), "state": "running"})
+            marker = RunningMarker(running_marker(out_dir, cell.cell_id), {
+                "cell_id": cell.cell_id, "pid": os.getpid(), "host": this_host(), "started_at": now_iso(),
+                "state": "running"})
             started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             headers.inputs(cell)  # before the cell runs: its data identity as it was given to the cell
-            outcome = run_cell(cell, progress=reporter.cell_progress if reporter else None, run_dir=out_dir,
-                               checkpoint_every=checkpoint_every)
+            outcome = run_cell(cell, progress=_both(marker.progress, reporter and reporter.cell_progress),
+                               run_dir=out_dir, checkpoint_every=checkpoint_every,
+                               on_detail=_both(marker.detail, getattr(reporter, "cell_detail", None)))
             record = make_record(headers(cell), started_at, outcome, executor={"kind": "inprocess"})
             try:
                 store.append(record)
             except RecordsWriteError as exc:
-                saved = _save_unsaved(record, run_id)
+                saved = save_unsaved(record, run_id)
                 where = f"its record was saved to {saved}" if saved else "its record could not be saved anywhere"
                 raise RunStoreError(f"{exc.strerror}; the run stopped after {cell.cell_id} ({record['status']}): "
                                     f"{where}. Free space or fix permissions, then resume with --resume") from exc
-            marker.unlink(missing_ok=True)
+            marker.remove()
             summary.recorded(record["status"])
             if reporter:
                 reporter.cell_finished(cell, record)
@@ -134,6 +133,10 @@ def run_cells(
             reporter.finish(summary)
     _write_run_json(out_dir, run_id)
     return summary
+
+
+def _both(first: Callable, second: Callable | None) -> Callable:
+    return first if second is None else (lambda value: (first(value), second(value)))
 
 
 def _merge_job_records(out_dir: Path, wanted: set[str]) -> None:

@@ -26,7 +26,7 @@ from submitit.core.utils import JobPaths
 from suite.executors._controller import EXIT_SUFFIX
 from suite.executors.config import ExecutorConfig, SlurmRejected, SlurmUnavailable
 from suite.executors.exchange import JOBS, read_marker, running_marker, this_host, write_json_atomic
-from suite.executors.worker import CellJob
+from suite.executors.worker import EXIT_UNSAVED, CellJob
 from suite.lock import pid_alive, same_process_alive
 
 __all__ = ["LocalJobs", "SlurmJobs", "JobEnded", "SlurmUnavailable", "jobs_for", "SLURM_STATES", "LOCAL_NO_LIMIT_MIN"]
@@ -164,8 +164,10 @@ class LocalJobs:
 
     def _stop_orphan(self, entry: dict, marker: dict) -> None:
         """Kill a worker past its hard limit and leave the exit file its controller would have written."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(marker["pid"], signal.SIGKILL)  # the worker leads its process group (_controller.py)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(marker["pid"], signal.SIGKILL)
+            os.kill(marker["pid"], signal.SIGKILL)  # a worker of an older controller, in the controller's group
         info = {"exit_codes": [None], "timed_out": True, "attempts": marker.get("attempt", 1),
                 "limit_s": entry.get("hard_limit_s"), "killed_by": "the coordinator (the job's controller had died)"}
         write_json_atomic(Path(entry["folder"]) / f"{entry['job_id']}{EXIT_SUFFIX}", info)
@@ -199,6 +201,9 @@ def _exit_reason(code: int | None) -> str:
         return f"the cell's process was killed by {name} (signal {-code}){hint} before writing its record"
     if code == 0:
         return "the cell's process exited with code 0 without writing its record"
+    if code == EXIT_UNSAVED:
+        return (f"the cell finished but could not write its record into the run directory (exit {code}: a full or "
+                "read-only disk); its stderr below says where the record was saved")
     return f"the cell's process exited with code {code} before writing its record"
 
 

@@ -22,6 +22,10 @@ class RunReporter(Protocol):
     def cell_progress(self, fraction: float) -> None:
         """How far the running cell is, 0..1 (in-process cells only)."""
 
+    def cell_detail(self, detail: dict) -> None:
+        """Where the running cell's training is: iteration, iterations, validation (in-process cells only;
+        optional: an executor calls it only on a reporter that has it)."""
+
     def note(self, text: str) -> None:
         """A line for the user that is not a cell's outcome (an adopted job, a retry)."""
 

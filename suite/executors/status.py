@@ -17,7 +17,7 @@ from suite.executors.jobs import jobs_for
 from suite.lock import pid_alive
 from suite.records import RecordsError, latest_by_cell, read_records
 
-__all__ = ["CellStatus", "run_status"]
+__all__ = ["CellStatus", "run_status", "describe_detail"]
 
 
 @dataclass
@@ -95,6 +95,7 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
         if state == "running" or (state in ("elsewhere", "unknown") and marker):
             progress = marker.get("progress")
             detail = detail or ", ".join(filter(None, [
+                describe_detail(marker.get("detail")),
                 f"{100 * progress:.0f}%" if isinstance(progress, (int, float)) else "",
                 f"for {_age(marker.get('started_at'))}" if marker.get("started_at") else "",
                 f"attempt {marker['attempt']}" if marker.get("attempt", 1) > 1 else "",
@@ -117,14 +118,27 @@ def run_status(out_dir: Path, config: ExecutorConfig | None = None) -> list[Cell
                 continue
             marker = read_marker(running_marker(out_dir, cell_id)) or {}
             if alive and marker.get("pid") == plan.get("pid"):  # the in-process executor's current cell
+                progress = marker.get("progress")
                 rows[cell_id] = CellStatus(cell_id, "running", job=f"inprocess:{marker['pid']}",
-                                           detail=f"for {_age(marker.get('started_at'))}")
+                                           detail=", ".join(filter(None, [
+                                               describe_detail(marker.get("detail")),
+                                               f"{100 * progress:.0f}%" if isinstance(progress, (int, float))
+                                               else "", f"for {_age(marker.get('started_at'))}"])))
             elif alive:
                 rows[cell_id] = CellStatus(cell_id, "queued", detail="waiting for a free slot")
             else:
                 rows[cell_id] = CellStatus(cell_id, "not started",
                                            detail="its coordinator is gone: `ctbench run ... --resume` runs it")
     return [rows[k] for k in sorted(rows)]
+
+
+def describe_detail(detail: dict | None) -> str:
+    """'iteration 120/400, validation 2.314' from a running marker's detail ('' when it has none)."""
+    if not isinstance(detail, dict) or not detail.get("iterations"):
+        return ""
+    text = f"iteration {detail.get('iteration', 0)}/{detail['iterations']}"
+    value = detail.get("validation")
+    return text + (f", validation {value:.4g}" if isinstance(value, (int, float)) else "")
 
 
 def _alive(pid) -> bool:

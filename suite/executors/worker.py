@@ -13,8 +13,6 @@ import dataclasses
 import importlib
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import submitit
@@ -23,12 +21,13 @@ import torch
 from suite.cell import RecordHeaders, make_record, run_cell
 from suite.checkpoint import PREEMPTION, CellPreempted
 from suite.executors.exchange import (
+    RunningMarker,
     now_iso,
     read_marker,
     running_marker,
+    save_unsaved,
     this_host,
     write_cell_record,
-    write_json_atomic,
 )
 from suite.lock import process_start
 from suite.registry import load_plugins
@@ -56,28 +55,6 @@ def _job_id() -> str:
     return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
 
 
-class _Marker:
-    """The `running` file: who runs the cell, since when, how far (written at most every 2 s)."""
-
-    def __init__(self, path: Path, base: dict) -> None:
-        self.path, self.base = path, base
-        self.last = 0.0
-        self.lock = threading.Lock()
-        self.write(0.0, force=True)
-
-    def write(self, fraction: float, force: bool = False, **extra) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < 2.0:
-            return
-        self.last = now
-        with self.lock:
-            write_json_atomic(self.path, {**self.base, "progress": round(float(fraction), 4),
-                                          "updated_at": now_iso(), **extra})
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
 def run_payload(payload: dict) -> str:
     """Run the payload's cell in this process; write its record file; return the file's path."""
     load_plugins()  # installed plug-ins (entry points) and CTBENCH_PLUGINS, as the CLI loaded them
@@ -95,12 +72,13 @@ def run_payload(payload: dict) -> str:
                 "submission": payload["submission"], "attempt": attempt, "threads": torch.get_num_threads(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     # pid and start time: how a coordinator tells this worker alive after its controller died (jobs.py)
-    marker = _Marker(marker_path, {"cell_id": cell.cell_id, "submission": payload["submission"], "state": "running",
-                                   "started_at": now_iso(), "attempt": attempt, **executor,
-                                   "pid_start": process_start(os.getpid())})
+    marker = RunningMarker(marker_path, {"cell_id": cell.cell_id, "submission": payload["submission"],
+                                         "state": "running", "started_at": now_iso(), "attempt": attempt, **executor,
+                                         "pid_start": process_start(os.getpid())})
     started_at = now_iso()
     try:
-        outcome = run_cell(cell, progress=marker.write, run_dir=out_dir, checkpoint_every=payload["checkpoint_every"])
+        outcome = run_cell(cell, progress=marker.progress, run_dir=out_dir,
+                           checkpoint_every=payload["checkpoint_every"], on_detail=marker.detail)
     except CellPreempted as exc:
         marker.write(0.0, force=True, state="requeued", note=str(exc))
         submitit.JobEnvironment()._requeue(0)  # local: exits with submitit's requeue code; SLURM: scontrol requeue
@@ -110,9 +88,20 @@ def run_payload(payload: dict) -> str:
                              "what": "peak RSS (ru_maxrss) of the cell's own process, imports included"}
     record = make_record(RecordHeaders(payload["run_id"])(cell), started_at, outcome,
                          record_id=payload["submission"], executor=executor)
-    path = write_cell_record(out_dir, record)
+    try:
+        path = write_cell_record(out_dir, record)
+    except OSError as exc:  # a full or read-only run directory: keep the computed record somewhere, say where
+        saved = save_unsaved(record, payload["run_id"])
+        where = f"saved to {saved}" if saved else "not saved anywhere"
+        print(f"ctbench worker: cannot write the record of {cell.cell_id} to {out_dir}: "
+              f"{exc.strerror or exc}; the record was {where}", file=sys.stderr)
+        sys.exit(EXIT_UNSAVED)
     marker.remove()
     return str(path)
+
+
+EXIT_UNSAVED = 75  # EX_TEMPFAIL: the cell finished, its record could not be written into the run directory
+
 
 
 class CellJob(submitit.helpers.Checkpointable):

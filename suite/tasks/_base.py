@@ -60,6 +60,7 @@ class CellContext:
     device: torch.device
     deadline: float | None = None
     progress: Callable[[float], None] | None = None
+    on_detail: Callable[[dict], None] | None = None  # where a training cell stands (status shows it)
     timing: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,9 +92,12 @@ class CellContext:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise CellTimeout("the cell ran past its timeout_s budget")
 
-    def report_progress(self, fraction: float) -> None:
+    def report_progress(self, fraction: float, **detail) -> None:
+        """How far the cell is (0..1), and optionally where: e.g. iteration=, iterations=, validation=."""
         if self.progress is not None:
             self.progress(fraction)
+        if detail and self.on_detail is not None:
+            self.on_detail(detail)
 
 
 class AbstractTask(abc.ABC):

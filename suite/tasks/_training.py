@@ -303,7 +303,8 @@ class TrainingLoop:
             train_s += time.perf_counter() - started
             if self.evaluate is not None and ((it + 1) % self.eval_every == 0 or it + 1 == iterations):
                 self._evaluate(it + 1, train_s)
-            self.ctx.report_progress(0.9 * (it + 1) / iterations)
+            self.ctx.report_progress(0.9 * (it + 1) / iterations, iteration=it + 1, iterations=iterations,
+                                     validation=self.curve[-1][2] if self.curve else None)
             if policy is not None and it + 1 < iterations and policy.due(it + 1):
                 self._checkpoint(it + 1, train_s)
             if PREEMPTION.requested and policy is not None and it + 1 < iterations:
