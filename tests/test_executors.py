@@ -375,6 +375,7 @@ def test_an_orphaned_worker_past_its_hard_limit_is_killed_and_recorded_as_a_time
         worker.kill()
 
 
+@pytest.mark.slow  # real processes, ~15-20 s: in CI's slow step (.ci/run)
 def test_what_a_cell_started_dies_with_it(tmp_path, monkeypatch):
     """A cell that started a child process and hangs is killed at its hard limit, and so is the child: the
     worker leads its own process group, which the controller kills."""
@@ -392,6 +393,7 @@ def test_what_a_cell_started_dies_with_it(tmp_path, monkeypatch):
     assert not same_process_alive(child, process_start(child)), "the cell's child outlived it"
 
 
+@pytest.mark.slow  # real processes, ~15-20 s: in CI's slow step (.ci/run)
 def test_ctrl_c_under_the_local_executor_is_one_message_and_exit_130(tmp_path):
     """SIGINT to the whole foreground process group, as a terminal's Ctrl-C: coordinator and controllers get
     it; the run says so once, with the resume command, and no controller prints a traceback."""
@@ -407,6 +409,7 @@ def test_ctrl_c_under_the_local_executor_is_one_message_and_exit_130(tmp_path):
     assert "interrupted:" in err and "--resume" in err
 
 
+@pytest.mark.slow  # real processes, ~15-20 s: in CI's slow step (.ci/run)
 def test_a_full_disk_under_the_local_executor_keeps_the_record_and_says_how_to_resume(tmp_path, monkeypatch,
                                                                                      capsys):
     """The worker cannot write its record: it saves it to the temp folder and says where; the cell is recorded
