@@ -10,7 +10,6 @@ One cell runs at a time in a process, so one value serves.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -54,19 +53,11 @@ def unbind_checked(tensor: torch.Tensor, chunk: int = 16384) -> tuple[torch.Tens
 
 def checked_field(func: Callable) -> Callable:
     """`func` with a deadline check before each call, in the forward and in any adjoint that calls it later.
-    A Module stays the same object (adjoints that need its parameters still find them): it gets one forward
-    pre-hook, registered once and kept (outside a cell there is no deadline, so the check is a no-op)."""
-    if isinstance(func, torch.nn.Module):
-        if func not in _hooked:
-            func.register_forward_pre_hook(lambda module, args: check_deadline())
-            _hooked.add(func)
-        return func
+    A plain wrapper, not a Module hook: a hook would move every call of the Module onto torch's slow call
+    path (microseconds per call, which the timings would charge to the backend)."""
 
     def field(*args, **kwargs):
         check_deadline()
         return func(*args, **kwargs)
 
     return field
-
-
-_hooked: weakref.WeakSet = weakref.WeakSet()  # modules that carry the check already

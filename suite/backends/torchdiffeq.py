@@ -81,9 +81,10 @@ class TorchdiffeqSolver(AutocastSolver):
         tdq = _torchdiffeq()
         name = torchdiffeq_method(self.method)
         device = (y0[0] if isinstance(y0, tuple) else y0).device
-        if self.adjoint and params is None and not isinstance(func, torch.nn.Module):
-            params = ()
-        field = checked_field(func)  # timeout_s reaches inside the solve and its adjoint
+        if self.adjoint and params is None:  # what odeint_adjoint would take itself from a Module (its own helper)
+            params = tuple(importlib.import_module("torchdiffeq._impl.adjoint").find_parameters(func)) \
+                if isinstance(func, torch.nn.Module) else ()
+        field = checked_field(func)  # timeout_s reaches inside the solve and its adjoint (a plain function)
         with self.autocast(device):
             if self.adjoint:
                 return tdq.odeint_adjoint(field, y0, t, method=name, adjoint_params=params)
