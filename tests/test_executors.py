@@ -172,6 +172,7 @@ def test_a_workers_own_ok_outranks_a_failure_recorded_while_it_was_thought_dead(
     assert collect(tmp_path).duplicates == 1
 
 
+@pytest.mark.slow  # real processes, ~30 s: in CI's slow step (.ci/run)
 def test_orphaned_records_are_merged_by_collect_after_the_coordinator_died(tmp_path):
     calls = tmp_path / "calls.txt"
     env = {"CTBENCH_TEST_CALLS": str(calls), "CTBENCH_TEST_SLOW_S": "3"}

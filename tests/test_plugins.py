@@ -43,6 +43,7 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # pip and six ctbench processes, ~35 s: in CI's slow step (.ci/run)
 def test_the_example_plugin_runs_through_ctbench_run_in_process_and_in_job_processes(installed, tmp_path):
     spec = str(EXAMPLE / "decay.toml")
     listing = ctbench(["list"], installed, tmp_path)
