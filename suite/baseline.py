@@ -105,7 +105,11 @@ def uncommitted_specs(records: list[dict]) -> list[str]:
             problems.append(f"{path or '(no spec path)'} is not in a git checkout")
             continue
         repository = Path(top.stdout.decode().strip())
-        relative = Path(path).resolve().relative_to(repository.resolve()).as_posix()
+        try:
+            relative = Path(path).resolve().relative_to(repository.resolve()).as_posix()
+        except ValueError:  # git's top level and the resolved path disagree (a bind mount, an odd symlink)
+            problems.append(f"{path} cannot be placed inside its checkout {repository}")
+            continue
         shown = _git(["show", f"{commit}:{relative}"], repository) if commit else None
         if shown is None or shown.returncode != 0:
             problems.append(f"{path} is not committed at {commit or 'an unknown commit'} in {repository}")

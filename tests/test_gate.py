@@ -220,3 +220,16 @@ def test_update_takes_only_specs_committed_in_a_checkout_unless_forced(tmp_path,
     assert "is not in a git checkout" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main(["gate", str(run), "--baseline", str(tmp_path / "b"), "--update", "--force"]) == 0
     assert "--force" in json.loads((tmp_path / "b" / "baseline.json").read_text())["command"]
+
+
+def test_a_spec_that_git_places_outside_its_own_checkout_is_named_not_a_crash(tmp_path, monkeypatch):
+    import subprocess
+
+    from suite import baseline as baseline_module
+
+    spec = tmp_path / "mine.toml"
+    spec.write_text("task = 'stiff-rk4'\n")
+    answer = subprocess.CompletedProcess([], 0, stdout=b"/somewhere/else\n")
+    monkeypatch.setattr(baseline_module, "_git", lambda args, cwd: answer)  # git names another top level
+    problems = baseline_module.uncommitted_specs([{**record(), "spec": {"path": str(spec), "sha256": "0"}}])
+    assert problems == [f"{spec} cannot be placed inside its checkout /somewhere/else"]
