@@ -1,5 +1,5 @@
-"""nox sessions: tests (default), lint, bench (smoke matrix → report), gate (run + regression gate), perf
-(pytest-benchmark), asv, report, report_browser.
+"""nox sessions: tests (default), lint, bench (smoke matrix → report), gate (run + regression gate), slurm (the
+SLURM executor against a real one-node SLURM), perf (pytest-benchmark), asv, report, report_browser.
 
 Every session installs what it needs into its own virtualenv. torch is pinned to CTBENCH_TORCH
 (default `torch==2.13.0`: on the CI machines that is a CPU wheel already on disk; pass another spec,
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
+import tempfile
 
 import nox
 
@@ -99,6 +102,39 @@ def gate(session: nox.Session) -> None:
         session.skip(f"NOTHING TO COMPARE: no baseline {baseline} for this device; the run is in {run_dir}. "
                      f"Make one from committed code: ctbench gate {run_dir} --baseline {baseline} --update")
     session.run("ctbench", "gate", run_dir, "--baseline", baseline, "--markdown", os.path.join(run_dir, "gate.md"))
+
+
+@nox.session(python="3.11")
+def slurm(session: nox.Session) -> None:
+    """The SLURM executor against a real one-node SLURM started here (tests/real_slurm): slurmctld, slurmd,
+    slurmdbd with a private MariaDB, munge; Debian's packages are installed first if missing (root).
+
+    Where the daemons cannot run (no root, no apt-get, a daemon that will not start) the session says why in one
+    line and skips. The daemons are stopped at the end, whatever the tests did. Arguments go to pytest.
+    """
+    cluster = [sys.executable, os.path.join("tests", "real_slurm", "cluster.py")]
+    for step in (["install"], ["start", state := tempfile.mkdtemp(prefix="ctbench-slurm-")]):
+        done = subprocess.run([*cluster, *step], capture_output=True, text=True)
+        if done.returncode == 77:  # cluster.CANNOT_RUN_HERE: its one line says why
+            session.skip(done.stderr.strip().splitlines()[-1])
+        if done.returncode != 0:
+            session.error(f"cluster.py {step[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    try:
+        session.log(f"one-node SLURM up, state and logs in {state}")
+        _install(session, "torchdiffeq,torchode,torchsde,test")
+        conf = os.path.join(state, "etc", "slurm.conf")
+        session.run("pytest", "tests/real_slurm", "-m", "slurm", "-p", "no:cacheprovider", *session.posargs,
+                    env={"SLURM_CONF": conf})
+    except BaseException:
+        for log in ("slurmctld.log", "slurmd.log", "slurmdbd.log"):  # what the daemons said, for the CI log
+            path = os.path.join(state, "log", log)
+            if os.path.exists(path):
+                with open(path) as fh:
+                    session.log(f"last lines of {path}:\n" + "".join(fh.readlines()[-15:]))
+        raise
+    finally:
+        stopped = subprocess.run([*cluster, "stop", state], capture_output=True, text=True)
+        session.log((stopped.stdout or stopped.stderr).strip())
 
 
 @nox.session(python="3.11")

@@ -42,14 +42,17 @@ class CellPreempted(BaseException):
 class _Preemption:
     """A flag set from a signal handler; the training loop checks it between iterations.
 
-    Only while a checkpointing training loop runs (`armed`): at any other moment the signal does what it
-    would have done (SIGTERM ends the process), so a cell that cannot checkpoint is not kept alive by it.
+    Only while a checkpointing training loop runs (`armed`). At any other moment SIGTERM does what it would
+    have done (ends the process), so a cell that cannot checkpoint is not kept alive by it; SIGUSR2, SLURM's
+    warning before the time limit (`--signal`), is then ignored: a cell that cannot checkpoint has nothing to do
+    with it, and dying of it would end the job minutes before its limit as FAILED instead of TIMEOUT.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self.signal_name = ""
         self.armed = False
+        self.ignored_warnings = 0  # SIGUSR2 while no checkpointing loop ran
 
     def install(self, signals=(signal.SIGTERM, signal.SIGUSR2)) -> None:
         for sig in signals:
@@ -57,6 +60,9 @@ class _Preemption:
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 — the signal module's signature
         if not self.armed:
+            if signum == signal.SIGUSR2:
+                self.ignored_warnings += 1
+                return
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return

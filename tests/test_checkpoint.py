@@ -4,6 +4,10 @@ would have reached uninterrupted; restore time stays out of the medians; foreign
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +126,19 @@ def test_restored_deadline_counts_the_time_already_spent(tmp_path):
     timed = dataclasses.replace(cell, timeout_s=60.0)
     out = run_cell(timed, run_dir=tmp_path, checkpoint_every=2)
     assert out["status"] == "timeout"
+
+
+def test_outside_a_checkpointing_loop_sigusr2_is_ignored_and_sigterm_still_ends_the_process():
+    """SLURM's time-limit warning (SIGUSR2) must not kill a cell that cannot checkpoint: dying of it ended such
+    jobs minutes before their limit, recorded FAILED instead of TIMEOUT. SIGTERM keeps its default."""
+    code = ("import os, signal\n"
+            "from suite.checkpoint import PREEMPTION\n"
+            "PREEMPTION.install()\n"
+            "os.kill(os.getpid(), signal.SIGUSR2)\n"
+            "print('alive', PREEMPTION.ignored_warnings, PREEMPTION.requested, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "print('not reached', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split() == ["alive", "1", "False"], done.stderr
+    assert done.returncode == -signal.SIGTERM

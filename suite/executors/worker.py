@@ -2,9 +2,10 @@
 
 The job's argument is plain JSON (the cell's fields and parameters, never pickled ctbench objects), so a
 worker needs only an importable ctbench, plus the modules that registered the cell's task and backend when
-they are plug-ins (`imports`). SIGTERM and SIGUSR2 (SLURM preemption, the time-limit warning, the local
-controller forwarding a stop) ask a training cell to checkpoint at the next iteration and requeue through
-submitit; the requeued job continues from that checkpoint.
+they are plug-ins (`imports`). A stop signal asks a training cell to checkpoint at the next iteration, and the
+job continues from that checkpoint when it runs again: SIGUSR2 (SLURM's time-limit warning) and the local
+controller's SIGTERM then requeue the job through submitit; SLURM's own SIGTERM (scontrol requeue, preemption,
+scancel, the time limit) only exits, and SLURM requeues the job or not.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def run_payload(payload: dict) -> str:
         outcome = run_cell(cell, progress=marker.progress, run_dir=out_dir,
                            checkpoint_every=payload["checkpoint_every"], on_detail=marker.detail)
     except CellPreempted as exc:
+        if _slurm_ends_the_job(PREEMPTION.signal_name):
+            # SLURM's own SIGTERM (scontrol requeue, preemption, scancel, the time limit): SLURM decides what
+            # follows, and requeueing here would bring back a job the user cancelled
+            marker.write(0.0, force=True, state="stopped", note=f"{exc}; SLURM ends the job (it requeues it "
+                                                                "or not)")
+            sys.exit(EXIT_STOPPED)
         marker.write(0.0, force=True, state="requeued", note=str(exc))
         submitit.JobEnvironment()._requeue(0)  # local: exits with submitit's requeue code; SLURM: scontrol requeue
         sys.exit(-1)
@@ -101,6 +108,13 @@ def run_payload(payload: dict) -> str:
 
 
 EXIT_UNSAVED = 75  # EX_TEMPFAIL: the cell finished, its record could not be written into the run directory
+EXIT_STOPPED = 143  # 128 + SIGTERM: stopped by SLURM after saving a checkpoint
+
+
+def _slurm_ends_the_job(signal_name: str) -> bool:
+    """SIGTERM inside a SLURM job is SLURM ending it; only SIGUSR2 (the time-limit warning asked for with
+    --signal) is the job's cue to requeue itself. submitit reads the two signals the same way."""
+    return signal_name == "SIGTERM" and os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 
