@@ -1,10 +1,17 @@
-"""asv benchmarks: engine and backends over commits (`asv continuous main HEAD`, see README).
+"""asv benchmarks: engine and backends over commits (`nox -s asv`, see README "asv").
 
-- `time_*`: forward + backward of a small fixed neural ODE, per backend × precision (asv times it);
-- `peakmem_*`: the same, peak resident memory of the benchmark process (CPU);
-- `track_*`: numbers from real ctbench cells, all lower-is-better as asv assumes: stiff-rk4 relative
-  gradient errors, the GBM gradient bias of the engine's Euler-Maruyama estimator, a cnf-2d smoke NLL, and on
-  CUDA the allocator peak (asv's peakmem measures host memory only).
+Trust first, on a shared machine:
+- ratio tracks (`*.track_time_ratio`): two fwd+bwd times measured inside one benchmark call, interleaved over
+  rounds, their median ratio (interleaved_ratio.py): engine ÷ torchdiffeq at each precision, and the engine's
+  low precision ÷ its fp32 (tf32 on CUDA). Machine load hits both sides alike; lower is better;
+- op counts (`SolverOverhead.track_ops_per_step_*`): the engine's own aten operations per step, forward and
+  backward (benchmarks/solver_overhead.py): no clock at all;
+- `AccuracySuite.track_*`: numbers of real ctbench cells (stiff-rk4 relative gradient errors, the GBM gradient
+  bias of the engine's Euler-Maruyama estimator, a cnf-2d smoke NLL), deterministic; lower is better.
+Noisy on a shared CPU (read them on a quiet machine only):
+- `SolverSuite.time_*`: absolute fwd+bwd time of a small fixed neural ODE per backend × precision, with asv's
+  statistics (several samples, two rounds in separate processes); `peakmem_*`: peak resident memory;
+- on CUDA, `CudaMemorySuite.track_cuda_peak_mib`: the allocator peak (asv's peakmem measures host memory).
 
 The device comes from CTBENCH_ASV_DEVICE (default cpu); on a GPU run asv with `--launch-method spawn`.
 An unsupported combination raises NotImplementedError in setup, which asv records as skipped.
@@ -13,11 +20,18 @@ An unsupported combination raises NotImplementedError in setup, which asv record
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
+sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]  # helpers beside us
+from interleaved_ratio import interleaved_ratio  # noqa: E402
+
 DEVICE = os.environ.get("CTBENCH_ASV_DEVICE", "cpu")
 BATCH, DIM, WIDTH, STEPS = 64, 16, 64, 20
+HIGH = "fp32" if DEVICE == "cpu" else "tf32"  # what low precision is measured against (tf32: CUDA's fast fp32)
+PRECISIONS = ["fp32", "bf16"] if DEVICE == "cpu" else ["fp32", "tf32", "bf16", "fp16"]
+RATIO_ROUNDS, RATIO_NUMBER = 9, 3  # 9 interleaved rounds of 3 calls per side: ≈ 3 s per ratio on 2 CPU cores
 
 
 class _Field(torch.nn.Module):
@@ -42,27 +56,42 @@ def _solver(backend: str, precision: str):
     return chosen.solver("rk4", precision, "none")
 
 
+def _fwd_bwd(backend: str, precision: str):
+    """One forward + backward of the fixed problem through a backend; returns the loss (finite or not)."""
+    solver = _solver(backend, precision)
+    torch.manual_seed(0)
+    field = _Field().to(DEVICE)
+    y0 = torch.randn(BATCH, DIM, device=DEVICE)
+    t = torch.linspace(0.0, 1.0, STEPS + 1, device=DEVICE)
+
+    def step():
+        with solver.autocast(y0.device):
+            final = solver.final_state(field, y0, t)
+        loss = final.float().pow(2).mean()
+        loss.backward()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
+        return loss.detach()
+
+    return step
+
+
 class SolverSuite:
-    """Forward + backward of a 20-step classical-RK4 solve of a small MLP field."""
+    """Forward + backward of a 20-step classical-RK4 solve of a small MLP field: absolute, noisy when shared."""
 
     params = (["engine", "engine-autocast", "torchdiffeq", "torchdiffeq-adjoint"], ["fp32", "bf16"])
     param_names = ["backend", "precision"]
     timeout = 120
+    # asv's statistics: each sample is 3 calls (30–150 ms each here), 5 to 15 samples within 10 s, in 2 rounds
+    # (separate processes, interleaved with the other benchmarks under --interleave-rounds)
+    number = 3
+    repeat = (5, 15, 10.0)
+    rounds = 2
+    warmup_time = 0.5
 
     def setup(self, backend, precision):
-        torch.manual_seed(0)
-        self.solver = _solver(backend, precision)
-        self.field = _Field().to(DEVICE)
-        self.y0 = torch.randn(BATCH, DIM, device=DEVICE)
-        self.t = torch.linspace(0.0, 1.0, STEPS + 1, device=DEVICE)
+        self.step = _fwd_bwd(backend, precision)
         self.step()  # warm-up
-
-    def step(self):
-        with self.solver.autocast(self.y0.device):
-            final = self.solver.final_state(self.field, self.y0, self.t)
-        final.float().pow(2).mean().backward()
-        if DEVICE == "cuda":
-            torch.cuda.synchronize()
 
     def time_forward_backward(self, backend, precision):
         self.step()
@@ -70,6 +99,64 @@ class SolverSuite:
     def peakmem_forward_backward(self, backend, precision):
         self.step()
 
+
+class EngineVsTorchdiffeq:
+    """engine ÷ torchdiffeq, fwd+bwd time, measured in one call (interleaved rounds, median ratio)."""
+
+    params = [PRECISIONS]
+    param_names = ["precision"]
+    rounds = 2
+    timeout = 300
+
+    def setup(self, precision):
+        self.engine, self.torchdiffeq = _fwd_bwd("engine", precision), _fwd_bwd("torchdiffeq", precision)
+
+    def track_time_ratio(self, precision):
+        return interleaved_ratio(self.engine, self.torchdiffeq, rounds=RATIO_ROUNDS, number=RATIO_NUMBER).median
+
+    track_time_ratio.unit = "engine ÷ torchdiffeq (time)"
+
+
+class EngineLowPrecision:
+    """The engine at a low precision ÷ the engine at fp32 (tf32 on CUDA), fwd+bwd time, in one call."""
+
+    params = [["bf16", "fp16"]]
+    param_names = ["precision"]
+    rounds = 2
+    timeout = 300
+
+    def setup(self, precision):
+        self.low, self.high = _fwd_bwd("engine", precision), _fwd_bwd("engine", HIGH)
+
+    def track_time_ratio(self, precision):
+        return interleaved_ratio(self.low, self.high, rounds=RATIO_ROUNDS, number=RATIO_NUMBER).median
+
+    track_time_ratio.unit = f"low precision ÷ {HIGH} (time)"
+
+
+class SolverOverhead:
+    """The engine's own aten operations per RK4 step (beyond the field and its VJP): counted, not timed."""
+
+    params = [["fp32/none", "fp16/dynamic"]]
+    param_names = ["precision/scaling"]
+    rounds = 1  # a count: the same in every process
+    timeout = 120
+
+    def setup(self, config):
+        from solver_overhead import measure_ops
+
+        precision, scaling = config.split("/")
+        _solver("engine", precision)  # NotImplementedError (skipped) where the engine cannot run it here
+        self.row = measure_ops("engine", 2, steps=6, precision=precision, scaling=scaling)
+
+    def track_ops_per_step_fwd(self, config):
+        return self.row["solver_ops_per_step_fwd"]
+
+    def track_ops_per_step_bwd(self, config):
+        return self.row["solver_ops_per_step_bwd"]
+
+    track_ops_per_step_fwd.unit = "aten ops per step"
+    track_ops_per_step_bwd.unit = "aten ops per step"
 
 
 class CudaMemorySuite(SolverSuite):
@@ -108,6 +195,7 @@ class AccuracySuite:
     """Accuracy numbers of real cells (errors and NLLs: lower is better, as asv assumes)."""
 
     timeout = 300
+    rounds = 1  # deterministic cells: a second process would compute the same numbers
 
     def track_stiff_rel_err_grad_y0(self, precision, scaling):
         metrics = _run_cell("stiff-rk4", variant="published", backend="engine", precision=precision,
