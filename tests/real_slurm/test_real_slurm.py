@@ -132,7 +132,8 @@ def test_a_matrix_through_slurm_equals_the_in_process_records(cluster, tmp_path)
         assert record["status"] == expected[cell_id]["status"] == "ok", record["reason"]
         assert _science(record) == _science(expected[cell_id]), cell_id
         assert record["executor"]["kind"] == "slurm" and record["executor"]["job_id"] == jobs[cell_id]
-        assert _sacct_state(jobs[cell_id]) == "COMPLETED"
+        # the record is written before the job ends (submitit still pickles its result): wait for sacct
+        _wait(f"job {jobs[cell_id]} COMPLETED in sacct", lambda job=jobs[cell_id]: _sacct_state(job) == "COMPLETED")
     assert _status_summary(tmp_path / "slurm") == "6 done: ok"
 
 
@@ -157,7 +158,7 @@ def test_a_requeued_training_cell_resumes_to_the_uninterrupted_record(cluster, t
     assert record["executor"]["attempt"] == 2, record["executor"]
     assert record["extra"]["checkpoint"]["restores"] == 1
     assert _science(record) == _science(reference)
-    assert _sacct_state(job_id) == "COMPLETED"
+    _wait(f"job {job_id} COMPLETED in sacct", lambda: _sacct_state(job_id) == "COMPLETED")
     restarts = _slurm("scontrol", "show", "job", job_id, check=False).stdout
     assert "Restarts=1" in restarts or not restarts, restarts  # gone from slurmctld after MinJobAge
     assert not list((run / "checkpoints").glob("*.pt"))
