@@ -165,17 +165,28 @@ def asv(session: nox.Session) -> None:
     if base == head:
         base = _git("rev-parse", "HEAD^")
     session.log(f"comparing {base[:8]} (base) with {head[:8]} (HEAD), factor {ASV_FACTOR}")
-    output = session.run("asv", "continuous", "--interleave-rounds", "--split", "--factor", ASV_FACTOR,
-                         "--machine", "ci", "--show-stderr", base, head, silent=True, success_codes=[0, 1])
-    print(output)
     os.makedirs("reports", exist_ok=True)
     report = os.path.join("reports", "asv-continuous.txt")
-    with open(report, "w") as fh:
-        fh.write(output)
+    code = _tee(session, ["asv", "continuous", "--interleave-rounds", "--split", "--factor", ASV_FACTOR,
+                          "--machine", "ci", "--show-stderr", base, head], report)
+    if code not in (0, 1):  # 1: asv saw a change; the verdict below says whether to believe it
+        session.error(f"asv continuous failed (exit {code}); its output is in {report}")
     session.run("asv", "publish")
     session.log("history: reports/asv/index.html (open it with `nox -s asv -- preview`); "
                 "look at the ratio tracks first (EngineVsTorchdiffeq, EngineLowPrecision)")
     session.run("python", os.path.join("benchmarks", "asv_verdict.py"), report)
+
+
+def _tee(session: nox.Session, command: list[str], path: str) -> int:
+    """Run a command of the session's environment, its output shown as it comes and kept in `path`."""
+    session.log(" ".join(command))
+    env = {**os.environ, "PATH": os.pathsep.join([session.bin, os.environ.get("PATH", "")])}
+    with open(path, "w") as kept, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                   text=True, env=env) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            kept.write(line)
+    return process.returncode
 
 
 def _git(*args: str) -> str:
