@@ -20,6 +20,7 @@ An unsupported combination raises NotImplementedError in setup, which asv record
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -57,8 +58,11 @@ def _solver(backend: str, precision: str):
     return chosen.solver("rk4", precision, "none")
 
 
+@functools.cache
 def _fwd_bwd(backend: str, precision: str):
-    """One forward + backward of the fixed problem through a backend; returns the loss (finite or not)."""
+    """One forward + backward of the fixed problem through a backend; returns the loss (finite or not).
+
+    Built and warmed up once per process: asv reruns a benchmark's setup before every timed sample."""
     solver = _solver(backend, precision)
     torch.manual_seed(0)
     field = _Field().to(DEVICE)
@@ -74,6 +78,7 @@ def _fwd_bwd(backend: str, precision: str):
             torch.cuda.synchronize()
         return loss.detach()
 
+    step()  # warm-up: lazy registrations, caches, the allocator
     return step
 
 
@@ -83,16 +88,16 @@ class SolverSuite:
     params = (["engine", "engine-autocast", "torchdiffeq", "torchdiffeq-adjoint"], ["fp32", "bf16"])
     param_names = ["backend", "precision"]
     timeout = 120
-    # asv's statistics: each sample is 3 calls (30–150 ms each here), 5 to 15 samples within 10 s, in 2 rounds
-    # (separate processes, interleaved with the other benchmarks under --interleave-rounds)
-    number = 3
-    repeat = (5, 15, 10.0)
+    # asv's statistics: one call per sample (asv reruns setup between the calls of a sample, so more would
+    # only add setups), 7 to 20 samples within 8 s, in 2 rounds (separate processes, interleaved with the
+    # other benchmarks and the other commit under --interleave-rounds)
+    number = 1
+    repeat = (7, 20, 8.0)
     rounds = 2
     warmup_time = 0.5
 
     def setup(self, backend, precision):
         self.step = _fwd_bwd(backend, precision)
-        self.step()  # warm-up
 
     def time_forward_backward(self, backend, precision):
         self.step()
