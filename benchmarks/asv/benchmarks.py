@@ -30,6 +30,10 @@ sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__fil
 from interleaved_ratio import interleaved_ratio  # noqa: E402
 
 DEVICE = os.environ.get("CTBENCH_ASV_DEVICE", "cpu")
+# One torch thread by default: a second thread shares its core with whatever else runs, and that hits the
+# multi-threaded kernels (fp32 GEMMs) far harder than the single-threaded ones (CPU fp16), so the two sides of a
+# ratio would not be loaded alike. CTBENCH_ASV_THREADS=N for a quiet machine.
+torch.set_num_threads(int(os.environ.get("CTBENCH_ASV_THREADS", "1")))
 BATCH, DIM, WIDTH, STEPS = 64, 16, 64, 20
 HIGH = "fp32" if DEVICE == "cpu" else "tf32"  # what low precision is measured against (tf32: CUDA's fast fp32)
 PRECISIONS = ["fp32", "bf16"] if DEVICE == "cpu" else ["fp32", "tf32", "bf16", "fp16"]
