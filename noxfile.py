@@ -113,12 +113,16 @@ def slurm(session: nox.Session) -> None:
     line and skips. The daemons are stopped at the end, whatever the tests did. Arguments go to pytest.
     """
     cluster = [sys.executable, os.path.join("tests", "real_slurm", "cluster.py")]
-    for step in (["install"], ["start", state := tempfile.mkdtemp(prefix="ctbench-slurm-")]):
-        done = subprocess.run([*cluster, *step], capture_output=True, text=True)
+    def step(*args: str) -> None:
+        done = subprocess.run([*cluster, *args], capture_output=True, text=True)
         if done.returncode == 77:  # cluster.CANNOT_RUN_HERE: its one line says why
             session.skip(done.stderr.strip().splitlines()[-1])
         if done.returncode != 0:
-            session.error(f"cluster.py {step[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+            session.error(f"cluster.py {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+
+    step("install")
+    state = tempfile.mkdtemp(prefix="ctbench-slurm-")  # start stops what it began when it fails
+    step("start", state)
     try:
         session.log(f"one-node SLURM up, state and logs in {state}")
         _install(session, "torchdiffeq,torchode,torchsde,test")

@@ -97,7 +97,7 @@ def _node_line() -> tuple[str, int, int]:
     return line, int(fields["CPUs"]), memory
 
 
-def write_configs(root: Path) -> dict[str, Path]:
+def write_configs(root: Path) -> dict[str, object]:
     etc, spool, log, run = (root / name for name in ("etc", "spool", "log", "run"))
     for folder in (etc, spool / "slurmctld", spool / "slurmd", log, run):
         folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def write_configs(root: Path) -> dict[str, Path]:
         "StorageUser=slurm", f"StoragePass={password}", "StorageLoc=slurm_acct_db", "",
     ]))
     dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read (it holds the database password)
-    return {"slurm_conf": slurm_conf, "dbd_conf": dbd_conf, "password": password, "host": host}
+    return {"slurm_conf": slurm_conf, "password": password, "host": host}
 
 
 # ------------------------------------------------------------------ daemons
@@ -276,16 +276,18 @@ def stop(root: Path) -> list[str]:
     call on a half-started or an already stopped cluster, and it touches no other SLURM on the machine."""
     conf = root / "etc" / "slurm.conf"
     env = {**os.environ, "SLURM_CONF": str(conf)}
-    if _read_pid(_pid_file(root, "slurmctld")) and _alive(_read_pid(_pid_file(root, "slurmctld"))):
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            jobs = subprocess.run([_which("squeue"), "-h", "-o", "%A"], env=env, capture_output=True, text=True,
+    controller = _read_pid(_pid_file(root, "slurmctld"))
+    if controller is not None and _alive(controller):
+        def queued() -> list[str]:
+            return subprocess.run([_which("squeue"), "-h", "-o", "%A"], env=env, capture_output=True, text=True,
                                   timeout=30).stdout.split()
+
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            jobs = queued()
             if jobs:
                 subprocess.run([_which("scancel"), "--full", *jobs], env=env, capture_output=True, timeout=30)
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and subprocess.run(
-                        [_which("squeue"), "-h", "-o", "%A"], env=env, capture_output=True, text=True,
-                        timeout=30).stdout.split():
+                while time.monotonic() < deadline and queued():
                     time.sleep(0.5)
     stopped = []
     for daemon in DAEMONS:
